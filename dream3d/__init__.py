@@ -1,0 +1,26 @@
+"""dream3d: 3D-aware generation on a 2D diffusion prior.
+
+The Python API mirrors the command line: ``dream3d.txt2img(...)`` is ``dream3d txt2img``.
+Heavy modules (torch, diffusers) load on first use, so ``import dream3d`` stays fast.
+"""
+
+__version__ = "0.1.0"
+
+_API = {
+    "txt2img": ("dream3d.text_to_image", "txt2img"),
+    "LatentDiffusion": ("dream3d.diffusion.core", "LatentDiffusion"),
+    "load_config": ("dream3d.config", "load_config"),
+    "UserError": ("dream3d.errors", "UserError"),
+}
+
+
+def __getattr__(name):
+    if name in _API:
+        import importlib
+
+        module, attr = _API[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'dream3d' has no attribute '{name}'")
+
+
+__all__ = list(_API) + ["__version__"]

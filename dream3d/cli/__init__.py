@@ -1,0 +1,65 @@
+"""The ``dream3d`` command: one entry point with subcommands.
+
+Each subcommand lives in its own module here and exposes ``register(subparsers)``, which adds its
+parser and sets ``func`` to a function taking the parsed arguments. Library code never imports
+this package; the CLI only parses arguments, calls the library and reports.
+
+Errors: a :class:`dream3d.errors.UserError` is printed as one line and exits with code 2 (no
+traceback); Ctrl-C exits with 130 after the command's own clean-up has run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from ..errors import UserError
+
+# Subcommand modules, in the order ``dream3d --help`` lists them.
+COMMANDS = ["txt2img", "prior", "stereo", "demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="dream3d",
+        description="3D-aware generation on a 2D diffusion prior.",
+    )
+    parser.add_argument("--version", action="version", version=f"dream3d {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"{__name__}.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except UserError as e:
+        print(f"dream3d {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"dream3d {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    """``--device`` / ``--dtype`` as every model-running command takes them."""
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--dtype", default=None, choices=["fp16", "bf16", "fp32"], help="default: fp16 on CUDA, fp32 on CPU"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

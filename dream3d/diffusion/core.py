@@ -1,0 +1,319 @@
+"""The latent diffusion core: one object that text-to-image and every guidance use.
+
+:class:`LatentDiffusion` holds a Stable Diffusion model's parts (VAE, text encoder, tokenizer,
+UNet, noise schedule) and exposes the operations that samplers and score distillation need:
+
+- :meth:`encode_prompt` - text -> embeddings, negative prompts, an embedding cache;
+- :meth:`encode_images` / :meth:`decode_latents` - differentiable VAE, images in [0, 1];
+- :meth:`predict_noise` - classifier-free guided noise prediction (see :func:`cfg_combine`);
+- :meth:`add_noise` / :meth:`predict_x0` - the forward process and its inversion at one step;
+- :meth:`sample` - the text-to-image loop, bit-compatible with diffusers'
+  ``StableDiffusionPipeline`` on the CPU for the same generator.
+
+Conventions: images are float tensors (B, 3, H, W) in [0, 1]; latents are *scaled* latents (the
+VAE's latent times ``vae.config.scaling_factor``), as the UNet sees them; ``t`` is an integer
+training timestep in [0, num_train_timesteps).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import UserError
+from .devices import dtype_name, resolve_device, resolve_dtype
+from .loading import resolve_model
+from .schedulers import make_scheduler
+
+
+def cfg_combine(noise_uncond: torch.Tensor, noise_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance, diffusers' convention: ``uncond + scale * (cond - uncond)``.
+
+    ``scale = 1`` is the conditional prediction alone; ``scale = 0`` the unconditional one.
+    threestudio uses the same formula, so its SDS ``guidance_scale: 100`` is ``scale = 100`` here.
+    DreamFusion's paper writes ``(1 + w) * cond - w * uncond``: its ``w = 100`` is ``scale = 101``.
+    """
+    return noise_uncond + scale * (noise_cond - noise_uncond)
+
+
+class LatentDiffusion:
+    """A Stable Diffusion model (diffusers layout) and the operations guidance needs."""
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler_config: dict, device, dtype, source: str = ""):
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.unet = unet
+        self.scheduler_config = dict(scheduler_config)
+        self.device = device
+        self.dtype = dtype
+        self.source = source
+        self._prompt_cache: dict[str, torch.Tensor] = {}
+        for module in (self.vae, self.text_encoder, self.unet):
+            module.requires_grad_(False)
+            module.eval()
+        betas_scheduler = make_scheduler("ddpm", self.scheduler_config)
+        self.alphas_cumprod = betas_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> "LatentDiffusion":
+        """Load from the bundled prior (``None``/``"shapes"``), a folder or a hub id."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        folder = resolve_model(model)
+        from diffusers import DDPMScheduler
+
+        try:
+            unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dt)
+            vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dt)
+            text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dt)
+            tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+            scheduler_config = DDPMScheduler.load_config(folder, subfolder="scheduler")
+        except (OSError, ValueError, KeyError) as e:
+            reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise UserError(f"could not load the model in '{folder}' ({reason}); check that it is a complete SD model") from None
+        obj = cls(vae, text_encoder, tokenizer, unet, dict(scheduler_config), dev, dt, source=str(model or "shapes"))
+        obj.to(dev)
+        return obj
+
+    def to(self, device) -> "LatentDiffusion":
+        self.device = torch.device(device)
+        for module in (self.vae, self.text_encoder, self.unet):
+            module.to(self.device)
+        self.alphas_cumprod = self.alphas_cumprod.to(self.device)
+        self._prompt_cache.clear()
+        return self
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def default_size(self) -> int:
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler_config.get("num_train_timesteps", 1000))
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config.get("prediction_type", "epsilon")
+
+    def describe(self) -> dict:
+        return {"model": self.source, "device": str(self.device), "dtype": dtype_name(self.dtype)}
+
+    # ------------------------------------------------------------------ text
+    @torch.no_grad()
+    def encode_prompt(self, prompts: str | Sequence[str]) -> torch.Tensor:
+        """Text embeddings (B, seq, dim) for ``prompts``; each distinct text is encoded once."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
+        if missing:
+            embeds = self._encode_texts(missing)
+            for p, e in zip(missing, embeds):
+                self._prompt_cache[p] = e
+        return torch.stack([self._prompt_cache[p] for p in prompts])
+
+    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """The tokenisation and encoding of diffusers' ``StableDiffusionPipeline.encode_prompt``."""
+        tokens = self.tokenizer(
+            texts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        mask = None
+        if getattr(self.text_encoder.config, "use_attention_mask", False):
+            mask = tokens.attention_mask.to(self.device)
+        out = self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0]
+        return out.to(dtype=self.text_encoder.dtype)
+
+    def text_conditioning(
+        self, prompts: Sequence[str], negative: str | Sequence[str] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cond, uncond) embeddings; the unconditional text is ``negative`` or the empty prompt."""
+        if negative is None:
+            negative = [""] * len(prompts)
+        elif isinstance(negative, str):
+            negative = [negative] * len(prompts)
+        if len(negative) != len(prompts):
+            raise UserError(f"got {len(negative)} negative prompts for {len(prompts)} prompts; give one or the same number")
+        return self.encode_prompt(list(prompts)), self.encode_prompt(list(negative))
+
+    # ------------------------------------------------------------------ VAE
+    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> scaled latents. Differentiable.
+
+        ``sample=False`` takes the posterior mean (deterministic, what SDS uses); ``sample=True``
+        draws from the posterior with ``generator``.
+        """
+        x = images.to(device=self.device, dtype=self.vae.dtype) * 2.0 - 1.0
+        posterior = self.vae.encode(x).latent_dist
+        z = posterior.sample(generator=generator) if sample else posterior.mean
+        return z * self.vae.config.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images (B, 3, H, W) in [0, 1]. Differentiable."""
+        x = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        return (x / 2 + 0.5).clamp(0, 1)
+
+    # ------------------------------------------------------------------ noise
+    def _abar(self, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, device=self.device).long().reshape(-1)
+        abar = self.alphas_cumprod[t].to(like.dtype)
+        return abar.reshape(-1, *([1] * (like.ndim - 1)))
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """Forward process: ``sqrt(abar_t) * x0 + sqrt(1 - abar_t) * noise``."""
+        abar = self._abar(t, latents)
+        return abar.sqrt() * latents + (1 - abar).sqrt() * noise
+
+    def predict_x0(self, noisy: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """One-step estimate of the clean latent: ``(x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t)``."""
+        abar = self._abar(t, noisy)
+        return (noisy - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+    def to_epsilon(self, model_output: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """The UNet's output as a noise estimate, whatever the model predicts (epsilon or v)."""
+        if self.prediction_type == "epsilon":
+            return model_output
+        if self.prediction_type == "v_prediction":
+            abar = self._abar(t, noisy)
+            return abar.sqrt() * model_output + (1 - abar).sqrt() * noisy
+        raise UserError(f"prediction type '{self.prediction_type}' is not supported; use an epsilon or v model")
+
+    def unet_forward(self, latents: torch.Tensor, t, embeddings: torch.Tensor) -> torch.Tensor:
+        """The raw UNet output for (already scaled) latent inputs."""
+        return self.unet(latents.to(self.unet.dtype), t, encoder_hidden_states=embeddings, return_dict=False)[0]
+
+    def predict_noise(
+        self,
+        noisy: torch.Tensor,
+        t: torch.Tensor | int,
+        cond: torch.Tensor,
+        uncond: torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
+    ) -> torch.Tensor:
+        """Guided noise estimate ``eps_hat`` at training timestep(s) ``t``.
+
+        Runs the conditional and unconditional branches as one batch (like diffusers) and combines
+        them with :func:`cfg_combine`. With ``uncond=None`` or ``guidance_scale == 1`` only the
+        conditional branch runs. v-prediction models are converted to epsilon.
+        """
+        t = torch.as_tensor(t, device=self.device)
+        if t.ndim == 0:
+            t = t.expand(noisy.shape[0])
+        if uncond is None or guidance_scale == 1.0:
+            out = self.unet_forward(noisy, t, cond)
+            return self.to_epsilon(out.to(noisy.dtype), noisy, t)
+        out = self.unet_forward(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([uncond, cond]))
+        eps_uncond, eps_cond = self.to_epsilon(out.to(noisy.dtype), torch.cat([noisy, noisy]), torch.cat([t, t])).chunk(2)
+        return cfg_combine(eps_uncond, eps_cond, guidance_scale)
+
+    # ------------------------------------------------------------------ sampling
+    def check_size(self, height: int, width: int) -> None:
+        f = self.vae_scale_factor
+        for name, v in (("height", height), ("width", width)):
+            if v < f or v % f:
+                raise UserError(f"{name} {v} is not a positive multiple of the VAE factor {f}; use e.g. {max(f, v - v % f)}")
+
+    @torch.no_grad()
+    def sample(
+        self,
+        prompt: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        steps: int = 30,
+        guidance_scale: float = 7.5,
+        scheduler: str | None = None,
+        generator: torch.Generator | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_images: int = 1,
+        eta: float = 0.0,
+        output: str = "pil",
+        progress: bool | Callable = True,
+    ):
+        """Text-to-image. Matches ``StableDiffusionPipeline(...)(prompt, generator=g, ...)``.
+
+        ``output``: ``"pil"`` (list of images), ``"np"`` (float array in [0, 1], B x H x W x 3),
+        ``"pt"`` (tensor in [0, 1]) or ``"latent"``.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        height = height or self.default_size
+        width = width or self.default_size
+        if steps < 1:
+            raise UserError(f"steps must be at least 1, got {steps}; use e.g. --steps 30")
+        if guidance_scale < 0:
+            raise UserError(f"guidance scale must be >= 0, got {guidance_scale}; use e.g. --guidance 7.5")
+        if num_images < 1:
+            raise UserError(f"number of images must be at least 1, got {num_images}")
+        self.check_size(height, width)
+
+        do_cfg = guidance_scale > 1.0
+        cond, uncond = self.text_conditioning(prompts, negative_prompt)
+        cond = cond.repeat_interleave(num_images, dim=0)
+        uncond = uncond.repeat_interleave(num_images, dim=0)
+        embeds = torch.cat([uncond, cond]) if do_cfg else cond
+
+        sched = make_scheduler(scheduler, self.scheduler_config)
+        sched.set_timesteps(steps, device=self.device)
+        step_kwargs = {}
+        step_params = set(inspect.signature(sched.step).parameters)
+        if "eta" in step_params:
+            step_kwargs["eta"] = eta
+        if "generator" in step_params:
+            step_kwargs["generator"] = generator
+
+        from diffusers.utils.torch_utils import randn_tensor
+
+        shape = (len(prompts) * num_images, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=embeds.dtype)
+        latents = latents * sched.init_noise_sigma
+
+        bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(sched.timesteps), desc="sampling", unit="step", leave=False)
+        for i, t in enumerate(sched.timesteps):
+            model_in = torch.cat([latents] * 2) if do_cfg else latents
+            model_in = sched.scale_model_input(model_in, t)
+            noise = self.unet(model_in, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            if do_cfg:
+                noise_uncond, noise_cond = noise.chunk(2)
+                noise = cfg_combine(noise_uncond, noise_cond, guidance_scale)
+            latents = sched.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+            if bar is not None:
+                bar.update()
+            elif callable(progress):
+                progress(i, t, latents)
+        if bar is not None:
+            bar.close()
+        if output == "latent":
+            return latents
+        images = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False, generator=generator)[0]
+        images = (images / 2 + 0.5).clamp(0, 1)
+        if output == "pt":
+            return images
+        arr = images.cpu().permute(0, 2, 3, 1).float().numpy()
+        if output == "np":
+            return arr
+        from PIL import Image
+
+        return [Image.fromarray((a * 255).round().astype("uint8")) for a in arr]

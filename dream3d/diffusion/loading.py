@@ -1,0 +1,90 @@
+"""The one way to load a model: a name, a folder or a hub id -> a folder in diffusers layout.
+
+``resolve_model`` accepts
+- ``None`` or ``"shapes"``: the bundled shapes-world prior shipped inside the package;
+- a folder holding a Stable Diffusion model in diffusers layout (``model_index.json``, ``unet/``,
+  ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``);
+- a Hugging Face hub id such as ``stabilityai/stable-diffusion-2-1-base``, fetched into (or, with
+  ``HF_HUB_OFFLINE=1``, read from) the usual Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``).
+
+Every failure is a :class:`~dream3d.errors.ModelLoadError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ..errors import ModelLoadError
+
+SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+BUNDLED = {"shapes": "shapes"}  # name -> folder under dream3d/priors/
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def bundled_prior_path(name: str = "shapes") -> Path:
+    """Folder of a bundled prior (it may not exist if the package was installed without it)."""
+    return Path(__file__).resolve().parent.parent / "priors" / BUNDLED[name]
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """A local folder in diffusers layout for ``model`` (see the module docstring)."""
+    if model is None or str(model) in BUNDLED:
+        name = "shapes" if model is None else str(model)
+        path = bundled_prior_path(name)
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"the bundled '{name}' prior is not installed at {path}; rebuild it with "
+                f"'dream3d prior train -o {path}' or pass --model FOLDER_OR_HUB_ID"
+            )
+        return path
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.exists():
+        check_sd_layout(path)
+        return path
+    if HUB_ID.match(text) and not text.startswith((".", "/", "~")):
+        return _from_hub(text)
+    raise ModelLoadError(
+        f"model path '{text}' does not exist; pass a folder in diffusers layout, a hub id such as "
+        f"stabilityai/stable-diffusion-2-1-base, or 'shapes' for the bundled prior"
+    )
+
+
+def check_sd_layout(path: Path) -> None:
+    if not path.is_dir():
+        raise ModelLoadError(f"model path '{path}' is a file; pass the folder that holds model_index.json")
+    missing = [c for c in SD_COMPONENTS if not (path / c).is_dir()]
+    if missing or not (path / "model_index.json").is_file():
+        what = ", ".join(missing + ([] if (path / "model_index.json").is_file() else ["model_index.json"]))
+        raise ModelLoadError(
+            f"'{path}' is not a Stable Diffusion model in diffusers layout (missing {what}); "
+            f"point --model at the folder that holds model_index.json"
+        )
+
+
+def _from_hub(repo_id: str) -> Path:
+    from diffusers import DiffusionPipeline
+
+    offline = hub_offline()
+    try:
+        folder = DiffusionPipeline.download(repo_id, local_files_only=offline)
+    except Exception as e:  # huggingface_hub raises many types; all mean "could not get it"
+        if offline:
+            raise ModelLoadError(
+                f"model '{repo_id}' is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 is set; "
+                f"download it once with network access (unset HF_HUB_OFFLINE) or pass a local folder"
+            ) from None
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise ModelLoadError(
+            f"could not fetch '{repo_id}' from the Hugging Face hub ({reason}); check the id and your "
+            f"network, or pass a local folder"
+        ) from None
+    path = Path(folder)
+    check_sd_layout(path)
+    return path

@@ -1,0 +1,139 @@
+"""Score a text-to-image model on the shapes world: ``dream3d prior eval``.
+
+Every object is sampled from four named views (front, side, back, overhead) with captions as
+the prior was trained on ("a red cube, side view"); :class:`~dream3d.prior.classifier.ShapesClassifier`,
+trained on ground-truth renders only, reads each sample. Scores:
+
+- colour: the sample's colour is the prompt's (all samples);
+- shape: the sample's shape is the prompt's (all samples);
+- view: for cones and cylinders, overhead prompts give overhead images and other views do not.
+
+Targets for the bundled prior: colour >= 95%, shape >= 90%, view >= 85%.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+EVAL_VIEWS = {"front": (15.0, 10.0), "side": (20.0, 90.0), "back": (10.0, 170.0), "overhead": (70.0, 45.0)}
+TARGETS = {"colour": 0.95, "shape": 0.90, "view": 0.85}
+CLASSIFIER_TRAIN = dict(views_per_object=120, seed=1000)
+CLASSIFIER_TEST_SEED = 2000
+
+
+@dataclass
+class PriorEvalConfig:
+    model: str | None = None  # None: the bundled prior
+    samples_per_prompt: int = 2
+    steps: int = 20
+    scheduler: str = "dpm"
+    guidance: float = 7.5
+    seed: int = 0
+    objects: int = 30  # evaluate the first N of the 30 objects (tests use fewer)
+    device: str | None = None
+    classifier: str | None = None  # None: the bundled classifier, or train one into the output folder
+    classifier_steps: int = 1500
+    classifier_check_views: int = 30  # held-out ground-truth views per object to check the classifier on
+
+
+def bundled_classifier_path() -> Path:
+    return Path(__file__).resolve().parent.parent / "priors" / "shapes-classifier.safetensors"
+
+
+def get_classifier(cfg: PriorEvalConfig, work: Path, progress: bool = True):
+    """Load the classifier, or train one on fresh ground-truth renders (and check it on held-out ones)."""
+    from .classifier import accuracy, load_classifier, save_classifier, train_classifier
+    from .data import cached_views
+
+    path = Path(cfg.classifier) if cfg.classifier else bundled_classifier_path()
+    if cfg.classifier and not path.is_file():
+        raise UserError(f"classifier '{path}' does not exist; omit --classifier to use or train the default one")
+    info: dict = {"path": str(path)}
+    if path.is_file():
+        model = load_classifier(path)
+    else:
+        train = cached_views(work, progress=progress, **CLASSIFIER_TRAIN)
+        model, info = train_classifier(train, steps=cfg.classifier_steps, progress=progress)
+        path = work / "shapes-classifier.safetensors"
+        save_classifier(model, path)
+        info["path"] = str(path)
+    test = cached_views(work, views_per_object=cfg.classifier_check_views, seed=CLASSIFIER_TEST_SEED, progress=progress)
+    info["held_out_accuracy"] = accuracy(model, test)
+    info["held_out_images"] = len(test)
+    return model, info
+
+
+def evaluate_prior(cfg: PriorEvalConfig, out: str | Path, progress: bool = True) -> dict:
+    """Sample, classify, score; writes ``eval.json`` and ``samples.png`` to ``out``."""
+    from ..config import to_dict
+    from ..diffusion.core import LatentDiffusion
+    from ..io import ensure_writable_dir, save_image, write_json
+    from ..shapes.captions import view_caption
+    from ..shapes.objects import COLOURS, SHAPES, all_objects
+    from .classifier import VIEW_SHAPES
+
+    out = ensure_writable_dir(out)
+    if not 1 <= cfg.objects <= 30:
+        raise UserError(f"objects must be in 1..30, got {cfg.objects}")
+    classifier, cls_info = get_classifier(cfg, out, progress)
+    core = LatentDiffusion.from_pretrained(cfg.model, device=cfg.device)
+    colours = list(COLOURS)
+    rows = []  # (object, view, caption)
+    for obj in all_objects()[: cfg.objects]:
+        for view, (e, a) in EVAL_VIEWS.items():
+            rows.append((obj, view, view_caption(obj, e, a)))
+    t0 = time.perf_counter()
+    generator = torch.Generator("cpu").manual_seed(cfg.seed)
+    images = core.sample([r[2] for r in rows], steps=cfg.steps, guidance_scale=cfg.guidance, scheduler=cfg.scheduler,
+                         generator=generator, num_images=cfg.samples_per_prompt, output="pt", progress=progress)
+    sample_s = time.perf_counter() - t0
+    if images.shape[-1] != 32:
+        images = torch.nn.functional.interpolate(images.float().cpu(), size=(32, 32), mode="area")
+    pred = classifier.predict(images.float().cpu())
+    n = cfg.samples_per_prompt
+    want_shape = torch.tensor([SHAPES.index(r[0].shape) for r in rows]).repeat_interleave(n)
+    want_colour = torch.tensor([colours.index(r[0].colour) for r in rows]).repeat_interleave(n)
+    want_overhead = torch.tensor([r[1] == "overhead" for r in rows]).repeat_interleave(n)
+    view_mask = torch.tensor([r[0].shape in VIEW_SHAPES for r in rows]).repeat_interleave(n)
+    scores = {"colour": float((pred["colour"] == want_colour).float().mean()),
+              "shape": float((pred["shape"] == want_shape).float().mean())}
+    if view_mask.any():
+        scores["view"] = float((pred["overhead"][view_mask] == want_overhead[view_mask]).float().mean())
+    per_shape = {s: float((pred["shape"][want_shape == i] == i).float().mean())
+                 for i, s in enumerate(SHAPES) if (want_shape == i).any()}
+
+    grid = _grid(images, len(rows) // len(EVAL_VIEWS), len(EVAL_VIEWS) * n)
+    save_image(out / "samples.png", grid)
+    record = {"config": to_dict(cfg), "model": core.describe(), "samples": len(images),
+              "sample_seconds": round(sample_s, 1), "scores": scores, "targets": TARGETS,
+              "passed": {k: scores[k] >= TARGETS[k] for k in scores}, "shape_accuracy_by_shape": per_shape,
+              "classifier": cls_info, "grid": "samples.png (rows: objects; columns: front, side, back, overhead views)"}
+    write_json(out / "eval.json", record)
+    return record
+
+
+def _grid(images: torch.Tensor, rows: int, cols: int) -> np.ndarray:
+    imgs = (images.float().cpu().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    h, w = imgs.shape[1:3]
+    grid = np.full((rows * (h + 2), cols * (w + 2), 3), 255, np.uint8)
+    for i, img in enumerate(imgs[: rows * cols]):
+        r, c = divmod(i, cols)
+        grid[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = img
+    return grid
+
+
+def format_table(record: dict) -> str:
+    lines = ["| measure | score | target |", "|---|---|---|"]
+    for k, v in record["scores"].items():
+        lines.append(f"| {k} | {v * 100:.1f}% | >= {TARGETS[k] * 100:.0f}% |")
+    acc = record["classifier"]["held_out_accuracy"]
+    lines.append(f"| classifier on held-out ground truth | shape {acc['shape'] * 100:.1f}%, colour "
+                 f"{acc['colour'] * 100:.1f}%, overhead {acc['overhead'] * 100:.1f}% | >= 99% |")
+    return "\n".join(lines)

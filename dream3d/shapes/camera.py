@@ -1,0 +1,288 @@
+"""The project's one camera model: spherical look-at cameras, poses, intrinsics and rays.
+
+World frame (``/work/shared/specs/shapes-world.md``): right-handed, +Z up, objects at the origin.
+
+Spherical parameters: elevation ``e`` (degrees above the XY plane, in [-90, 90]), azimuth ``a``
+(degrees, counter-clockwise from +X towards +Y, reported wrapped to (-180, 180]), distance ``r``
+and vertical field of view ``f``. The camera sits at ``target + r * (cos e cos a, cos e sin a,
+sin e)`` and looks at ``target`` (the origin unless stated) with world +Z as up.
+
+Camera axes (OpenGL / NeRF convention): the camera looks down its own -Z axis, +Y is up in the
+image and +X is right. ``c2w`` (4x4 camera-to-world) holds these axes in its columns:
+``c2w[:3, 0]`` = right, ``c2w[:3, 1]`` = up, ``c2w[:3, 2]`` = backward (= -viewing direction),
+``c2w[:3, 3]`` = camera position. The right axis is ``(-sin a, cos a, 0)``, well defined even
+straight overhead. ``w2c`` is its inverse.
+
+Pixels: row ``i`` (downwards) and column ``j`` (rightwards) have their centre at
+``(u, v) = (j + 0.5, i + 0.5)``. Square pixels; ``focal_px = 0.5 * height / tan(f / 2)`` (f is
+the vertical field of view); the principal point is the image centre ``(width / 2, height / 2)``.
+``intrinsics`` is the usual OpenCV matrix ``K``: it maps a camera-frame point ``(x, y, z)``
+(OpenGL axes) to pixels as ``K @ (x, -y, -z)`` followed by division by the third component.
+Depth is z-depth: the distance along the optical axis, ``-z`` in camera coordinates.
+
+Tensors are float32 unless a ``dtype`` is given; computations run in float64 first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+# Spec's training / optimisation ranges.
+ELEVATION_RANGE = (-10.0, 45.0)
+OVERHEAD_RANGE = (60.0, 80.0)
+DISTANCE_RANGE = (1.5, 2.0)
+FOV_RANGE = (40.0, 70.0)
+
+
+def wrap_azimuth(azim_deg):
+    """Wrap degrees into (-180, 180] (works on floats, numpy arrays and tensors)."""
+    return 180.0 - (180.0 - azim_deg) % 360.0
+
+
+def view_word(elev_deg: float, azim_deg: float) -> str:
+    """The spec's view word: "overhead" if e > 60; else "front" if |a| < 45, "back" if |a| > 135,
+    else "side" (``a`` wrapped to (-180, 180] first; the boundaries 45 and 135 are "side")."""
+    if elev_deg > 60.0:
+        return "overhead"
+    a = abs(wrap_azimuth(float(azim_deg)))
+    if a < 45.0:
+        return "front"
+    if a > 135.0:
+        return "back"
+    return "side"
+
+
+def spherical_to_c2w(elev_deg, azim_deg, distance, target=None, dtype=torch.float32) -> torch.Tensor:
+    """Look-at camera-to-world matrices (OpenGL axes) for batched spherical parameters.
+
+    ``elev_deg``, ``azim_deg``, ``distance``: floats or tensors of shape ``(B,)``; ``target``:
+    ``(3,)`` or ``(B, 3)``, default the origin. Returns ``(4, 4)`` for scalar input, else ``(B, 4, 4)``.
+    """
+    scalar = all(not isinstance(x, torch.Tensor) or x.ndim == 0 for x in (elev_deg, azim_deg, distance))
+    e = torch.deg2rad(torch.as_tensor(elev_deg, dtype=torch.float64)).reshape(-1)
+    a = torch.deg2rad(torch.as_tensor(azim_deg, dtype=torch.float64)).reshape(-1)
+    r = torch.as_tensor(distance, dtype=torch.float64).reshape(-1)
+    e, a, r = torch.broadcast_tensors(e, a, r)
+    back = torch.stack([e.cos() * a.cos(), e.cos() * a.sin(), e.sin()], -1)  # unit, camera +Z
+    right = torch.stack([-a.sin(), a.cos(), torch.zeros_like(a)], -1)  # camera +X
+    up = torch.linalg.cross(back, right)  # camera +Y = Z x X
+    position = back * r[:, None]
+    if target is not None:
+        position = position + torch.as_tensor(target, dtype=torch.float64).reshape(-1, 3)
+    c2w = torch.zeros(e.shape[0], 4, 4, dtype=torch.float64)
+    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, up, back, position
+    c2w[:, 3, 3] = 1.0
+    c2w = c2w.to(dtype)
+    return c2w[0] if scalar else c2w
+
+
+def c2w_to_spherical(c2w, target=(0.0, 0.0, 0.0)) -> tuple[float, float, float]:
+    """(elevation_deg, azimuth_deg, distance) of a look-at pose about ``target``; inverts
+    :func:`spherical_to_c2w`. Azimuth is wrapped to (-180, 180]; straight up or down (where the
+    position has no azimuth) it is read from the camera's right axis."""
+    m = torch.as_tensor(c2w, dtype=torch.float64)
+    if m.shape != (4, 4):
+        raise UserError(f"c2w must be a 4x4 matrix, got shape {tuple(m.shape)}; pass one camera pose")
+    offset = m[:3, 3] - torch.as_tensor(target, dtype=torch.float64)
+    dist = float(offset.norm())
+    if dist == 0.0:
+        raise UserError("the camera sits on its target; a look-at pose needs a distance > 0")
+    elev = math.degrees(math.asin(max(-1.0, min(1.0, float(offset[2]) / dist))))
+    if math.hypot(float(offset[0]), float(offset[1])) > 1e-9 * dist:
+        azim = math.degrees(math.atan2(float(offset[1]), float(offset[0])))
+    else:  # right axis = (-sin a, cos a, 0)
+        azim = math.degrees(math.atan2(-float(m[0, 0]), float(m[1, 0])))
+    return elev, float(wrap_azimuth(azim)), dist
+
+
+def focal_from_fov(fov_deg, height):
+    """Focal length in pixels for a vertical field of view: ``0.5 * height / tan(fov / 2)``."""
+    if isinstance(fov_deg, torch.Tensor):
+        return 0.5 * height / torch.tan(torch.deg2rad(fov_deg) / 2)
+    return 0.5 * height / math.tan(math.radians(fov_deg) / 2)
+
+
+def rays_batch(c2w, focal, height: int, width: int, normalize: bool = True):
+    """Rays through every pixel centre of a batch of cameras.
+
+    ``c2w``: ``(B, 4, 4)`` or ``(4, 4)``, a torch tensor (or a numpy array, then numpy comes back);
+    ``focal``: pixels, a float or ``(B,)``. Returns ``(origins, directions)``, each ``(B, H, W, 3)``
+    (or ``(H, W, 3)`` for one pose) in ``c2w``'s dtype and device. Directions are unit vectors, or
+    with ``normalize=False`` scaled so that their component along the viewing direction is 1 (then
+    ``t`` along them is z-depth).
+    """
+    if isinstance(c2w, torch.Tensor):
+        focal = torch.as_tensor(focal, dtype=c2w.dtype, device=c2w.device)
+        j = torch.arange(width, dtype=c2w.dtype, device=c2w.device)
+        i = torch.arange(height, dtype=c2w.dtype, device=c2w.device)
+    else:
+        c2w = np.asarray(c2w)
+        focal = np.asarray(focal, dtype=c2w.dtype)
+        j, i = np.arange(width, dtype=c2w.dtype), np.arange(height, dtype=c2w.dtype)
+    single = c2w.ndim == 2
+    c2w = c2w.reshape(-1, 4, 4)
+    focal = focal.reshape(-1, 1)  # (B or 1, 1)
+    x = ((j + 0.5 - 0.5 * width)[None, :] / focal)[:, None, :, None]  # (B, 1, W, 1), camera frame
+    y = (-(i + 0.5 - 0.5 * height)[None, :] / focal)[:, :, None, None]  # (B, H, 1, 1)
+    axes = c2w[:, None, None, :3, :3]  # columns: right, up, backward
+    directions = x * axes[..., 0] + y * axes[..., 1] - axes[..., 2]  # (B, H, W, 3)
+    if normalize:
+        d = directions
+        directions = d / (d[..., 0:1] ** 2 + d[..., 1:2] ** 2 + d[..., 2:3] ** 2) ** 0.5
+    origins = c2w[:, None, None, :3, 3]
+    origins = origins.expand_as(directions) if isinstance(origins, torch.Tensor) else np.broadcast_to(
+        origins, directions.shape
+    )
+    if single:
+        return origins[0], directions[0]
+    return origins, directions
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A pinhole camera orbiting ``target`` (default the origin), looking at it with +Z up.
+
+    See the module docstring for the axis, pixel and depth conventions.
+    """
+
+    elevation_deg: float = 0.0
+    azimuth_deg: float = 0.0
+    distance: float = 2.0
+    fov_deg: float = 50.0
+    height: int = 128
+    width: int = 128
+    target: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def __post_init__(self):
+        if not -90.0 <= self.elevation_deg <= 90.0:
+            raise UserError(f"elevation {self.elevation_deg} is outside [-90, 90] degrees; pass a value in range")
+        if not self.distance > 0:
+            raise UserError(f"camera distance {self.distance} must be > 0")
+        if not 0.0 < self.fov_deg < 180.0:
+            raise UserError(f"field of view {self.fov_deg} must be in (0, 180) degrees")
+        if int(self.height) != self.height or int(self.width) != self.width or self.height < 1 or self.width < 1:
+            raise UserError(f"image size {self.height}x{self.width} must be positive integers")
+        object.__setattr__(self, "target", tuple(float(t) for t in self.target))
+
+    def pose(self, dtype=torch.float32) -> torch.Tensor:
+        """Camera-to-world matrix in the given dtype (``c2w`` is ``pose(torch.float32)``)."""
+        return spherical_to_c2w(self.elevation_deg, self.azimuth_deg, self.distance, self.target, dtype)
+
+    @property
+    def c2w(self) -> torch.Tensor:
+        """4x4 camera-to-world (columns: right, up, backward, position)."""
+        return self.pose()
+
+    @property
+    def w2c(self) -> torch.Tensor:
+        """4x4 world-to-camera, the inverse of :attr:`c2w`."""
+        m = self.pose(torch.float64)
+        w2c = torch.eye(4, dtype=torch.float64)
+        w2c[:3, :3] = m[:3, :3].T
+        w2c[:3, 3] = -m[:3, :3].T @ m[:3, 3]
+        return w2c.float()
+
+    @property
+    def position(self) -> torch.Tensor:
+        """Camera centre in world coordinates, shape (3,)."""
+        return self.pose()[:3, 3]
+
+    @property
+    def focal_px(self) -> float:
+        """Focal length in pixels (vertical fov): ``0.5 * height / tan(fov / 2)``."""
+        return focal_from_fov(self.fov_deg, self.height)
+
+    @property
+    def intrinsics(self) -> torch.Tensor:
+        """3x3 OpenCV ``K`` (pixel centres at i + 0.5, principal point at the image centre)."""
+        f = self.focal_px
+        return torch.tensor([[f, 0.0, 0.5 * self.width], [0.0, f, 0.5 * self.height], [0.0, 0.0, 1.0]])
+
+    @property
+    def view_word(self) -> str:
+        """"front", "side", "back" or "overhead" (see :func:`view_word`)."""
+        return view_word(self.elevation_deg, self.azimuth_deg)
+
+    def rays(self, dtype=torch.float32, normalize: bool = True):
+        """``(origins, directions)``, each ``(H, W, 3)`` torch: one ray per pixel centre, unit
+        directions (see :func:`rays_batch`)."""
+        origins, directions = self.rays_numpy(normalize)
+        return torch.from_numpy(np.ascontiguousarray(origins)).to(dtype), torch.from_numpy(directions).to(dtype)
+
+    def rays_numpy(self, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`rays` as float64 numpy arrays (the renderer's input)."""
+        return rays_batch(self.pose(torch.float64).numpy(), self.focal_px, self.height, self.width, normalize)
+
+    def project(self, points) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project world points ``(..., 3)`` to pixel coordinates ``(u, v)`` (``(..., 2)``, column
+        and row, pixel centres at +0.5) and their z-depth ``(...)`` (negative behind the camera)."""
+        p = torch.as_tensor(points, dtype=torch.float64)
+        m = self.pose(torch.float64)
+        cam = (p - m[:3, 3]) @ m[:3, :3]  # camera frame (OpenGL axes)
+        z = -cam[..., 2]
+        f = self.focal_px
+        uv = torch.stack([0.5 * self.width + f * cam[..., 0] / z, 0.5 * self.height - f * cam[..., 1] / z], -1)
+        return uv.float(), z.float()
+
+    def resized(self, height: int, width: int) -> "Camera":
+        """The same camera at another resolution (same field of view)."""
+        return replace(self, height=height, width=width)
+
+
+def stereo_pair(camera: Camera, baseline: float) -> Camera:
+    """The right camera of a stereo pair: ``camera`` moved by ``baseline`` along its own +X axis,
+    with the same orientation (and intrinsics). A point at z-depth ``z`` then appears
+    ``focal_px * baseline / z`` pixels further left in the right image."""
+    right = camera.pose(torch.float64)[:3, 0]
+    target = torch.as_tensor(camera.target, dtype=torch.float64) + baseline * right
+    return replace(camera, target=tuple(target.tolist()))
+
+
+def sample_cameras(
+    n: int,
+    generator: torch.Generator,
+    *,
+    height: int = 128,
+    width: int = 128,
+    elevation_range: tuple[float, float] = ELEVATION_RANGE,
+    overhead_fraction: float = 0.1,
+    overhead_range: tuple[float, float] = OVERHEAD_RANGE,
+    distance_range: tuple[float, float] = DISTANCE_RANGE,
+    fov_range: tuple[float, float] = FOV_RANGE,
+) -> list[Camera]:
+    """Draw ``n`` cameras from the spec's training ranges with an explicit ``torch.Generator``.
+
+    Elevation is uniform in ``elevation_range`` ([-10, 45]) except for a fraction
+    ``overhead_fraction`` of views drawn uniformly from ``overhead_range`` ((60, 80]: they are
+    "overhead" views). Azimuth is uniform in (-180, 180], distance in [1.5, 2.0], vertical field
+    of view in [40, 70] degrees.
+    """
+    if not isinstance(generator, torch.Generator):
+        raise UserError("sample_cameras needs an explicit torch.Generator; pass torch.Generator().manual_seed(seed)")
+    if not 0.0 <= overhead_fraction <= 1.0:
+        raise UserError(f"overhead_fraction {overhead_fraction} must be in [0, 1]")
+    u = torch.rand(n, 6, generator=generator, dtype=torch.float64)
+    lo, hi = elevation_range
+    elev = lo + (hi - lo) * u[:, 0]
+    olo, ohi = overhead_range
+    elev = torch.where(u[:, 1] < overhead_fraction, ohi - (ohi - olo) * u[:, 2], elev)  # (olo, ohi]
+    azim = 180.0 - 360.0 * u[:, 3]  # (-180, 180]
+    dist = distance_range[0] + (distance_range[1] - distance_range[0]) * u[:, 4]
+    fov = fov_range[0] + (fov_range[1] - fov_range[0]) * u[:, 5]
+    return [
+        Camera(float(e), float(a), float(r), float(f), height, width)
+        for e, a, r, f in zip(elev.tolist(), azim.tolist(), dist.tolist(), fov.tolist())
+    ]
+
+
+def stack_cameras(cameras: list[Camera], dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(c2w (B, 4, 4), focal_px (B,))`` of a list of cameras, ready for :func:`rays_batch`."""
+    c2w = torch.stack([c.pose(dtype) for c in cameras])
+    focal = torch.tensor([c.focal_px for c in cameras], dtype=dtype)
+    return c2w, focal

@@ -1,0 +1,89 @@
+"""Text to image on the latent diffusion core: the Python face of ``dream3d txt2img`` (``dream3d.txt2img``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import from_dict, to_dict
+from .errors import UserError
+
+
+@dataclass
+class Txt2ImgConfig:
+    """Every parameter of a text-to-image run (written to ``txt2img.json`` next to the images)."""
+
+    prompt: str = ""
+    negative: str | None = None
+    model: str | None = None  # None: the bundled shapes prior
+    steps: int = 30
+    guidance: float = 7.5
+    scheduler: str | None = None  # None: the model's own; see dream3d.diffusion.schedulers
+    seed: int = 0
+    height: int | None = None  # None: the model's native size
+    width: int | None = None
+    num_images: int = 1
+    device: str | None = None
+    dtype: str | None = None
+
+
+def txt2img(prompt: str, output: str | Path | None = None, progress: bool = True, **params):
+    """Generate images for ``prompt``; returns a list of PIL images.
+
+    ``params`` are the fields of :class:`Txt2ImgConfig` (``steps``, ``guidance``, ``seed``, ...).
+    With ``output``, the images are also written there as PNGs with ``txt2img.json``. On the CPU,
+    ``seed=S`` gives exactly the images of diffusers' ``StableDiffusionPipeline`` called with
+    ``generator=torch.Generator("cpu").manual_seed(S)`` and the same settings.
+    """
+    cfg = from_dict(Txt2ImgConfig, {"prompt": prompt, **params})
+    return run_txt2img(cfg, output=output, progress=progress)[0]
+
+
+def run_txt2img(cfg: Txt2ImgConfig, output: str | Path | None = None, progress: bool = True):
+    """Run ``cfg``; returns (images, record) where record is what ``txt2img.json`` holds."""
+    import torch
+
+    from .diffusion.core import LatentDiffusion
+    from .io import ensure_writable_dir, save_image, write_json
+
+    if not cfg.prompt.strip():
+        raise UserError("the prompt is empty; pass some text, e.g. dream3d txt2img \"a red cube, side view\"")
+    if cfg.steps < 1:
+        raise UserError(f"steps must be at least 1, got {cfg.steps}; use e.g. --steps 30")
+    if cfg.guidance < 0:
+        raise UserError(f"guidance must be >= 0, got {cfg.guidance}; use e.g. --guidance 7.5")
+    out_dir = ensure_writable_dir(output) if output is not None else None
+
+    start = time.perf_counter()
+    core = LatentDiffusion.from_pretrained(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    load_s = time.perf_counter() - start
+    generator = torch.Generator("cpu" if core.device.type == "cpu" else core.device).manual_seed(cfg.seed)
+    start = time.perf_counter()
+    images = core.sample(
+        cfg.prompt,
+        negative_prompt=cfg.negative,
+        steps=cfg.steps,
+        guidance_scale=cfg.guidance,
+        scheduler=cfg.scheduler,
+        generator=generator,
+        height=cfg.height,
+        width=cfg.width,
+        num_images=cfg.num_images,
+        progress=progress,
+    )
+    sample_s = time.perf_counter() - start
+    record = {
+        "config": to_dict(cfg),
+        "resolved": {**core.describe(), "height": images[0].height, "width": images[0].width,
+                     "generator": f"torch.Generator('{generator.device}').manual_seed({cfg.seed})"},
+        "seconds": {"load": round(load_s, 3), "sample": round(sample_s, 3)},
+        "images": [],
+    }
+    if out_dir is not None:
+        for i, image in enumerate(images):
+            name = f"image-{i:03d}.png"
+            save_image(out_dir / name, image)
+            record["images"].append(name)
+        write_json(out_dir / "txt2img.json", record)
+    return images, record

@@ -1,0 +1,101 @@
+"""The bundled prior and its training/evaluation code."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dream3d.diffusion.loading import bundled_prior_path
+from dream3d.prior.train import PriorTrainConfig, train_prior
+
+TINY = dict(
+    views_per_object=1, ss=1, vae_channels=[8, 16], vae_steps=4, vae_batch=4, unet_channels=[16, 32], unet_cross_attention_blocks=[False, True],
+    unet_heads=2, text_hidden=16, text_layers=1, text_heads=2, unet_steps=6, batch=4, warmup_steps=1,
+    checkpoint_every=100,
+)
+
+
+def test_bundled_prior_loads_in_diffusers_and_core():
+    from diffusers import StableDiffusionPipeline
+
+    from dream3d.diffusion.core import LatentDiffusion
+
+    path = bundled_prior_path()
+    assert (path / "model_index.json").is_file(), "the bundled prior is missing from the package"
+    size_mb = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and "train" not in f.parts) / 2**20
+    assert size_mb <= 30
+    pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    core = LatentDiffusion.from_pretrained("shapes", device="cpu")
+    assert core.default_size == 32 and core.vae_scale_factor == 4
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a = core.sample("a red cube, side view", steps=4, scheduler="ddim", generator=g(), output="np", progress=False)
+    pipe.scheduler = __import__("dream3d.diffusion.schedulers", fromlist=["x"]).make_scheduler("ddim", core.scheduler_config)
+    b = pipe("a red cube, side view", num_inference_steps=4, generator=g(), output_type="np").images
+    assert np.abs((a * 255).round() - (b * 255).round()).max() <= 1
+
+
+def test_prior_is_red_for_red_prompts():
+    """A cheap sanity check of the trained weights: "a red ..." is mostly red, "a blue ..." mostly blue."""
+    from dream3d.diffusion.core import LatentDiffusion
+
+    core = LatentDiffusion.from_pretrained("shapes", device="cpu")
+    imgs = core.sample(["a red sphere, front view", "a blue sphere, front view"], steps=10, scheduler="dpm",
+                       generator=torch.Generator().manual_seed(0), output="np", progress=False)
+    fg = lambda im: im[(im.min(-1) < 0.7)]  # noqa: E731  (pixels that are not white background)
+    red, blue = fg(imgs[0]).mean(0), fg(imgs[1]).mean(0)
+    assert red[0] > red[2] + 0.2
+    assert blue[2] > blue[0] + 0.2
+
+
+def test_a_few_training_steps_reduce_the_loss(tmp_path):
+    cfg = PriorTrainConfig(**{**TINY, "vae_steps": 60, "unet_steps": 60, "vae_lr": 3e-3, "lr": 3e-3})
+    record = train_prior(cfg, tmp_path / "prior", progress=False)
+    vae, unet = record["stages"]["vae"], record["stages"]["unet"]
+    assert vae["final_mse"] < 0.5 * vae["first_mse"]
+    assert unet["final_loss"] < unet["first_loss"]
+    assert (tmp_path / "prior" / "model_index.json").is_file()
+    saved = json.loads((tmp_path / "prior" / "train" / "train.json").read_text())
+    assert saved["stages"]["unet"]["steps"] == 60
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    cfg = PriorTrainConfig(**TINY)
+    train_prior(cfg, tmp_path / "a", progress=False)
+
+    real_mse = torch.nn.functional.mse_loss
+    calls = {"n": 0}
+
+    def interrupting_mse(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == cfg.vae_steps + 4:  # during the 4th UNet step
+            raise KeyboardInterrupt
+        return real_mse(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", interrupting_mse)
+    with pytest.raises(KeyboardInterrupt):
+        train_prior(cfg, tmp_path / "b", progress=False)
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", real_mse)
+    assert not (tmp_path / "b" / "model_index.json").exists()
+    with pytest.raises(Exception, match="--resume"):
+        train_prior(cfg, tmp_path / "b", progress=False)
+    train_prior(cfg, tmp_path / "b", resume=True, progress=False)
+    for part in ("unet", "text_encoder"):
+        name = "diffusion_pytorch_model.safetensors" if part == "unet" else "model.safetensors"
+        wa, wb = load_file(tmp_path / "a" / part / name), load_file(tmp_path / "b" / part / name)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_eval_runs_on_a_small_subset(tiny_model, tmp_path):
+    from dream3d.prior.evaluate import PriorEvalConfig, evaluate_prior
+
+    cfg = PriorEvalConfig(model=str(tiny_model), samples_per_prompt=1, steps=2, objects=2, classifier_check_views=2,
+                          classifier_steps=30)
+    record = evaluate_prior(cfg, tmp_path, progress=False)
+    assert record["samples"] == 2 * 4
+    assert set(record["scores"]) == {"colour", "shape"}  # no cone/cylinder among the first two objects
+    assert all(0.0 <= v <= 1.0 for v in record["scores"].values())
+    assert (tmp_path / "samples.png").is_file() and (tmp_path / "eval.json").is_file()
