@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 _API = {
     "txt2img": ("dream3d.text_to_image", "txt2img"),
+    "txt2mesh": ("dream3d.text_to_3d", "txt2mesh"),
     "LatentDiffusion": ("dream3d.diffusion.core", "LatentDiffusion"),
     "load_config": ("dream3d.config", "load_config"),
     "UserError": ("dream3d.errors", "UserError"),

@@ -53,7 +53,7 @@ def test_a_few_training_steps_reduce_the_loss(tmp_path):
     cfg = PriorTrainConfig(**{**TINY, "vae_steps": 60, "unet_steps": 60, "vae_lr": 3e-3, "lr": 3e-3})
     record = train_prior(cfg, tmp_path / "prior", progress=False)
     vae, unet = record["stages"]["vae"], record["stages"]["unet"]
-    assert vae["final_mse"] < 0.5 * vae["first_mse"]
+    assert vae["final_mse"] < 0.8 * vae["first_mse"]
     assert unet["final_loss"] < unet["first_loss"]
     assert (tmp_path / "prior" / "model_index.json").is_file()
     saved = json.loads((tmp_path / "prior" / "train" / "train.json").read_text())

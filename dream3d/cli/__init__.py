@@ -18,7 +18,7 @@ import sys
 from ..errors import UserError
 
 # Subcommand modules, in the order ``dream3d --help`` lists them.
-COMMANDS = ["txt2img", "prior", "stereo", "demo"]
+COMMANDS = ["txt2img", "txt2mesh", "prior", "stereo", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value overrides may follow options (``txt2mesh "a cube" -o out steps=10``), which argparse
+    # alone cannot mix with positionals: collect them here for commands that take overrides.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = list(args.overrides or []) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

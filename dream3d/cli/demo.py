@@ -15,16 +15,19 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..io import ensure_writable_dir
+    from ..grid import make_grid
+    from ..io import ensure_writable_dir, save_image
     from ..text_to_image import Txt2ImgConfig, run_txt2img
 
     out = ensure_writable_dir(args.output)
-    written = []
+    sheet = []
     for i, prompt in enumerate(DEMO_PROMPTS):
         sub = Path(out) / "txt2img" / prompt.split(",")[0].replace(" ", "-")
         cfg = Txt2ImgConfig(prompt=prompt, seed=args.seed + i, num_images=4, scheduler="dpm", steps=20)
-        _, record = run_txt2img(cfg, output=sub)
-        written += [str(sub / name) for name in record["images"]]
+        images, _ = run_txt2img(cfg, output=sub, progress=False)
+        sheet += images
         print(f"{prompt!r}: {sub}/")
-    print(f"demo done: {len(written)} images under {out}/txt2img/")
+    grid = make_grid([im.resize((128, 128), 0) for im in sheet], cols=4)
+    save_image(Path(out) / "txt2img-grid.png", grid)
+    print(f"demo done: {len(sheet)} images under {out}/txt2img/, contact sheet {out}/txt2img-grid.png")
     return 0

@@ -17,6 +17,7 @@ training timestep in [0, num_train_timesteps).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,6 +28,24 @@ from ..errors import UserError
 from .devices import dtype_name, resolve_device, resolve_dtype
 from .loading import resolve_model
 from .schedulers import make_scheduler
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No "Loading weights" progress bars from transformers/diffusers while a model loads."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    was_t, was_d = tlog.is_progress_bar_enabled(), dlog.is_progress_bar_enabled()
+    tlog.disable_progress_bar()
+    dlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_t:
+            tlog.enable_progress_bar()
+        if was_d:
+            dlog.enable_progress_bar()
 
 
 def cfg_combine(noise_uncond: torch.Tensor, noise_cond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -68,19 +87,19 @@ class LatentDiffusion:
     ) -> "LatentDiffusion":
         """Load from the bundled prior (``None``/``"shapes"``), a folder or a hub id."""
         from diffusers import AutoencoderKL, UNet2DConditionModel
+        from diffusers import DDPMScheduler
         from transformers import CLIPTextModel, CLIPTokenizer
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         folder = resolve_model(model)
-        from diffusers import DDPMScheduler
-
         try:
-            unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dt)
-            vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dt)
-            text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dt)
-            tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
-            scheduler_config = DDPMScheduler.load_config(folder, subfolder="scheduler")
+            with _quiet_loading():
+                unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dt)
+                vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dt)
+                text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dt)
+                tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+                scheduler_config = DDPMScheduler.load_config(folder, subfolder="scheduler")
         except (OSError, ValueError, KeyError) as e:
             reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
             raise UserError(f"could not load the model in '{folder}' ({reason}); check that it is a complete SD model") from None

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import UserError
@@ -74,6 +73,7 @@ def evaluate_prior(cfg: PriorEvalConfig, out: str | Path, progress: bool = True)
     """Sample, classify, score; writes ``eval.json`` and ``samples.png`` to ``out``."""
     from ..config import to_dict
     from ..diffusion.core import LatentDiffusion
+    from ..grid import make_grid
     from ..io import ensure_writable_dir, save_image, write_json
     from ..shapes.captions import view_caption
     from ..shapes.objects import COLOURS, SHAPES, all_objects
@@ -109,24 +109,13 @@ def evaluate_prior(cfg: PriorEvalConfig, out: str | Path, progress: bool = True)
     per_shape = {s: float((pred["shape"][want_shape == i] == i).float().mean())
                  for i, s in enumerate(SHAPES) if (want_shape == i).any()}
 
-    grid = _grid(images, len(rows) // len(EVAL_VIEWS), len(EVAL_VIEWS) * n)
-    save_image(out / "samples.png", grid)
+    save_image(out / "samples.png", make_grid(images, cols=len(EVAL_VIEWS) * n))
     record = {"config": to_dict(cfg), "model": core.describe(), "samples": len(images),
               "sample_seconds": round(sample_s, 1), "scores": scores, "targets": TARGETS,
               "passed": {k: scores[k] >= TARGETS[k] for k in scores}, "shape_accuracy_by_shape": per_shape,
               "classifier": cls_info, "grid": "samples.png (rows: objects; columns: front, side, back, overhead views)"}
     write_json(out / "eval.json", record)
     return record
-
-
-def _grid(images: torch.Tensor, rows: int, cols: int) -> np.ndarray:
-    imgs = (images.float().cpu().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-    h, w = imgs.shape[1:3]
-    grid = np.full((rows * (h + 2), cols * (w + 2), 3), 255, np.uint8)
-    for i, img in enumerate(imgs[: rows * cols]):
-        r, c = divmod(i, cols)
-        grid[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = img
-    return grid
 
 
 def format_table(record: dict) -> str:

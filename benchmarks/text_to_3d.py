@@ -1,0 +1,80 @@
+"""Text-to-3D quality on the shapes world, with the bundled prior on this machine.
+
+For each prompt of a fixed set, one seeded ``dream3d txt2mesh`` run (in its own process, so peak
+memory is per prompt), then the spec's measures on the exported mesh
+(:func:`dream3d.shapes.scoring.score_asset`): best 3D IoU, the best-IoU shape, the colour of the
+mean surface albedo. Targets (CPU, bundled prior): mean IoU >= 0.7, shape right >= 80%, colour
+right >= 90%, each prompt <= 5 minutes and <= 4 GB.
+
+    python benchmarks/text_to_3d.py                         # all prompts, configs/shapes-dreamfusion.yaml
+    python benchmarks/text_to_3d.py --prompts "a red cube" "a blue sphere" steps=400
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, print_table, write_results  # noqa: E402
+
+PROMPTS = ["a red sphere", "a blue cube", "a green cone", "a yellow cylinder", "a purple torus",
+           "a orange sphere", "a red cone", "a green cube", "a blue cylinder", "a yellow torus"]
+TARGETS = {"mean_iou": 0.7, "shape_right": 0.8, "colour_right": 0.9, "seconds": 300, "peak_mb": 4096}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--prompts", nargs="+", default=PROMPTS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", default=None)
+    p.add_argument("--out", default=None, help="keep run folders here (default: a temporary folder)")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    args = p.parse_args()
+
+    from dream3d.shapes.scoring import load_asset, score_asset
+
+    root = Path(args.out or tempfile.mkdtemp(prefix="bench-t23d-"))
+    rows, results = [], []
+    for prompt in args.prompts:
+        out = root / prompt.replace(" ", "-")
+        cmd = [sys.executable, "-m", "dream3d", "txt2mesh", prompt, "-o", str(out), "--seed", str(args.seed)]
+        cmd += (["--config", args.config] if args.config else []) + list(args.overrides)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            print(f"{prompt}: run failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode}")
+            results.append({"prompt": prompt, "failed": True, "seconds": wall})
+            rows.append([prompt, "failed", "", "", "", f"{wall:.0f}", ""])
+            continue
+        metrics = json.loads((out / "metrics.json").read_text())
+        score = score_asset(load_asset(out / "mesh.ply"), prompt)
+        results.append({"prompt": prompt, "seconds": wall, "peak_mb": metrics["peak_memory_mb"], **score})
+        rows.append([prompt, f"{score['iou']:.3f}", score["predicted_shape"], score["predicted_colour"],
+                     f"{score['colour_error']:.3f}", f"{wall:.0f}", metrics["peak_memory_mb"]])
+    ok = [r for r in results if not r.get("failed")]
+    n = max(1, len(results))
+    summary = {
+        "mean_iou": sum(r["iou"] for r in ok) / n,
+        "shape_right": sum(r["shape_right"] for r in ok) / n,
+        "colour_right": sum(r["colour_right"] for r in ok) / n,
+        "max_seconds": max((r["seconds"] for r in results), default=0.0),
+        "max_peak_mb": max((r["peak_mb"] for r in ok), default=0),
+    }
+    print(f"{machine()}; runs in {root}")
+    print_table(["prompt", "IoU", "shape", "colour", "colour err", "s", "peak MiB"], rows)
+    print(f"mean IoU {summary['mean_iou']:.3f} (>= {TARGETS['mean_iou']}), shape right {summary['shape_right']:.0%} "
+          f"(>= 80%), colour right {summary['colour_right']:.0%} (>= 90%), max {summary['max_seconds']:.0f} s "
+          f"(<= 300), max {summary['max_peak_mb']} MiB (<= 4096)")
+    write_results("text_to_3d", {"summary": summary, "targets": TARGETS, "results": results,
+                                 "overrides": args.overrides, "config": args.config})
+
+
+if __name__ == "__main__":
+    main()

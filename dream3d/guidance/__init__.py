@@ -1,0 +1,1 @@
+"""Score-distillation guidance: a frozen diffusion prior turns rendered views into gradients."""
