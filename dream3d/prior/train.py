@@ -183,7 +183,7 @@ def train_vae(vae, images: torch.Tensor, cfg: PriorTrainConfig, ckpt: Checkpoint
             losses.append(mse.item())
             bar.update()
             if step % 20 == 0:
-                bar.set_postfix(mse=f"{sum(losses[-20:]) / 20:.5f}", kl=f"{float(kl):.2f}")
+                bar.set_postfix(mse=f"{sum(losses[-20:]) / 20:.5f}", kl=f"{kl.item():.2f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
                 ckpt.save({"model": vae.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
                            "step": step, "seconds": time.perf_counter() - t0, "losses": losses})
