@@ -27,7 +27,8 @@ def child(args) -> None:
     import numpy as np
     import torch
 
-    torch.set_num_threads(args.threads) if args.threads else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, height=args.size, width=args.size)
     if args.side == "ours":
         from dream3d.diffusion.core import LatentDiffusion
@@ -41,7 +42,6 @@ def child(args) -> None:
     else:
         from diffusers import StableDiffusionPipeline
 
-        from dream3d.diffusion.core import LatentDiffusion
         from dream3d.diffusion.loading import resolve_model
         from dream3d.diffusion.schedulers import make_scheduler
 
