@@ -51,9 +51,13 @@ def test_prior_is_red_for_red_prompts():
     assert blue[2] > blue[0] + 0.2
 
 
-def test_a_few_training_steps_reduce_the_loss(tmp_path):
-    cfg = PriorTrainConfig(**{**TINY, "vae_steps": 60, "unet_steps": 60, "vae_lr": 3e-3, "lr": 3e-3})
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_a_few_training_steps_reduce_the_loss(tmp_path, prediction_type):
+    cfg = PriorTrainConfig(**{**TINY, "vae_steps": 60, "unet_steps": 60, "vae_lr": 3e-3, "lr": 3e-3,
+                              "prediction_type": prediction_type})
     record = train_prior(cfg, tmp_path / "prior", progress=False)
+    scheduler = json.loads((tmp_path / "prior" / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == prediction_type
     vae, unet = record["stages"]["vae"], record["stages"]["unet"]
     assert vae["final_mse"] < 0.8 * vae["first_mse"]
     assert unet["final_loss"] < unet["first_loss"]

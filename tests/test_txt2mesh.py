@@ -99,3 +99,14 @@ def test_cli_bad_input_is_one_line_exit_2(tiny_model, tmp_path, capsys, args, me
     code = main(["txt2mesh", "a red cube", "--model", str(tiny_model), "-o", str(tmp_path), *args])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err
+
+
+def test_demo_runs_txt2mesh_on_the_bundled_prior_and_says_where(tmp_path, capsys):
+    code = main(["demo", "-o", str(tmp_path), *FAST, "steps=2"])
+    out = capsys.readouterr().out
+    run = tmp_path / "txt2mesh" / "a-red-sphere"
+    assert code == 0
+    for name in ("mesh.glb", "mesh.obj", "turntable.mp4", "turntable.gif", "metrics.json"):
+        assert (run / name).is_file(), name
+    assert f"{run}/mesh.glb" in out and f"{run}/turntable.mp4" in out
+    assert json.loads((run / "metrics.json").read_text())["model"] == "shapes"

@@ -55,6 +55,7 @@ class PriorTrainConfig:
     beta_schedule: str = "linear"
     beta_start: float = 0.0001
     beta_end: float = 0.02
+    prediction_type: str = "epsilon"  # or "v_prediction" (as Stable Diffusion 2.x)
     batch: int = 32
     lr: float = 5e-4
     warmup_steps: int = 200
@@ -77,6 +78,7 @@ def model_spec(cfg: PriorTrainConfig):
         unet_layers_per_block=cfg.unet_layers_per_block, unet_heads=cfg.unet_heads, text_hidden=cfg.text_hidden,
         text_layers=cfg.text_layers, text_heads=cfg.text_heads, words=tuple(DEFAULT_WORDS) + tuple(cfg.words),
         beta_schedule=cfg.beta_schedule, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
+        prediction_type=cfg.prediction_type,
     )
 
 
@@ -269,7 +271,8 @@ def train_unet(parts: dict, images: torch.Tensor, captions: list[str], cfg: Prio
             noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
             embeds = text_encoder(ids)[0]
             pred = unet(noisy, t, encoder_hidden_states=embeds).sample
-            loss = torch.nn.functional.mse_loss(pred, noise)
+            target = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+            loss = torch.nn.functional.mse_loss(pred, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
