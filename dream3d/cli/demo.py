@@ -7,6 +7,8 @@ text-to-image samples from the same prior.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 DEMO_PROMPT = "a red sphere"
 DEMO_IMAGE_PROMPTS = ["a red cube, side view", "a blue sphere, front view", "a green cone, side view",
                       "a yellow torus, overhead view"]
@@ -23,15 +25,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from ..io import ensure_writable_dir
     from ..text_to_3d import load_txt2mesh_config, run_txt2mesh
 
     out = ensure_writable_dir(args.output)
     if args.txt2img:
         _contact_sheet(out, args.seed)
-    mesh_dir = Path(out) / "txt2mesh" / args.prompt.replace(" ", "-")
+    mesh_dir = out / "txt2mesh" / args.prompt.replace(" ", "-")
     cfg = load_txt2mesh_config(args.prompt, seed=args.seed, overrides=args.overrides)
     resume = (mesh_dir / "checkpoints" / "last.pt").is_file()
     metrics = run_txt2mesh(cfg, mesh_dir, resume=resume)
@@ -42,19 +42,17 @@ def run(args) -> int:
     return 0
 
 
-def _contact_sheet(out, seed: int) -> None:
-    from pathlib import Path
-
+def _contact_sheet(out: Path, seed: int) -> None:
     from ..grid import make_grid
     from ..io import save_image
     from ..text_to_image import Txt2ImgConfig, run_txt2img
 
     sheet = []
     for i, prompt in enumerate(DEMO_IMAGE_PROMPTS):
-        sub = Path(out) / "txt2img" / prompt.split(",")[0].replace(" ", "-")
+        sub = out / "txt2img" / prompt.split(",")[0].replace(" ", "-")
         cfg = Txt2ImgConfig(prompt=prompt, seed=seed + i, num_images=4, scheduler="dpm", steps=20)
         images, _ = run_txt2img(cfg, output=sub, progress=False)
         sheet += images
     grid = make_grid([im.resize((128, 128), 0) for im in sheet], cols=4)
-    save_image(Path(out) / "txt2img-grid.png", grid)
+    save_image(out / "txt2img-grid.png", grid)
     print(f"txt2img: {len(sheet)} images under {out}/txt2img/, contact sheet {out}/txt2img-grid.png")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
+
 import torch
 
 from ..errors import UserError
@@ -41,3 +44,17 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in DTYPES.items()}.get(dtype, str(dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_extension_available(*modules: str) -> bool:
+    """True when CUDA is present and every module in ``modules`` imports (e.g. ``"tinycudann"``,
+    ``"nerfacc.cuda._C"``); cached, so hot paths may ask on every call."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        for name in modules:
+            importlib.import_module(name)
+    except Exception:
+        return False
+    return True

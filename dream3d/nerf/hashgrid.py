@@ -335,13 +335,9 @@ class TcnnEncoding(nn.Module):
 
 def tcnn_available() -> bool:
     """True when CUDA is present and tinycudann imports."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import tinycudann  # noqa: F401
-    except Exception:
-        return False
-    return True
+    from ..diffusion.devices import cuda_extension_available
+
+    return cuda_extension_available("tinycudann")
 
 
 def make_encoding(cfg: HashGridConfig | None = None, device=None, backend: str = "auto") -> nn.Module:

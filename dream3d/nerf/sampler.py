@@ -231,14 +231,9 @@ class OccupancyGrid(nn.Module):
 
 def nerfacc_available() -> bool:
     """True when CUDA is present and nerfacc's CUDA extension loads."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import nerfacc  # noqa: F401
-        from nerfacc.cuda import _C  # noqa: F401
-    except Exception:
-        return False
-    return True
+    from ..diffusion.devices import cuda_extension_available
+
+    return cuda_extension_available("nerfacc", "nerfacc.cuda._C")
 
 
 def _jitter(n: int, generator, stratified: bool, like: torch.Tensor) -> torch.Tensor:

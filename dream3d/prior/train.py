@@ -21,6 +21,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -55,7 +56,7 @@ class PriorTrainConfig:
     beta_schedule: str = "linear"
     beta_start: float = 0.0001
     beta_end: float = 0.02
-    prediction_type: str = "epsilon"  # or "v_prediction" (as Stable Diffusion 2.x)
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"  # v: as Stable Diffusion 2.x
     batch: int = 32
     lr: float = 5e-4
     warmup_steps: int = 200
