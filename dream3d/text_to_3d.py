@@ -32,7 +32,7 @@ from .nerf.field import FieldConfig
 from .nerf.renderer import RendererConfig
 from .shading import ShadingConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped in the package; ./configs links here
 
 
 @dataclass

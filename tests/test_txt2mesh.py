@@ -1,6 +1,7 @@
 """The txt2mesh runner on a tiny random prior: gradients, NaN guard, resume, outputs, CLI errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,3 +111,15 @@ def test_demo_runs_txt2mesh_on_the_bundled_prior_and_says_where(tmp_path, capsys
         assert (run / name).is_file(), name
     assert f"{run}/mesh.glb" in out and f"{run}/turntable.mp4" in out
     assert json.loads((run / "metrics.json").read_text())["model"] == "shapes"
+
+
+def test_default_configs_ship_inside_the_package():
+    # A wheel carries only the package: the defaults must live in it (./configs links to them).
+    import dream3d
+    from dream3d.text_to_3d import default_config_path
+
+    package = Path(dream3d.__file__).resolve().parent
+    for model in (None, "shapes", "stabilityai/stable-diffusion-2-1-base"):
+        path = default_config_path(model)
+        assert path.is_file() and package in path.parents
+    assert load_txt2mesh_config("a red cube").steps > 0

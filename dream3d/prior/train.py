@@ -41,6 +41,9 @@ class PriorTrainConfig:
     vae_batch: int = 32
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-4  # times the KL averaged per latent element
+    # Ties the first three latent channels to the image box-averaged to latent size (an RGB preview),
+    # so that colour lives in large, robust latent directions rather than small ones the UNet gets wrong.
+    vae_rgb_weight: float = 1.0
     # Stage 2: text encoder + UNet
     unet_channels: tuple[int, ...] = (64, 96, 128)
     unet_cross_attention_blocks: tuple[bool, ...] = (True, True, True)
@@ -179,6 +182,9 @@ def train_vae(vae, images: torch.Tensor, cfg: PriorTrainConfig, ckpt: Checkpoint
             mse = torch.nn.functional.mse_loss(rec, x)
             kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).mean()
             loss = mse + cfg.vae_kl_weight * kl
+            if cfg.vae_rgb_weight:
+                preview = torch.nn.functional.avg_pool2d(x, x.shape[-1] // posterior.mean.shape[-1])
+                loss = loss + cfg.vae_rgb_weight * torch.nn.functional.mse_loss(posterior.mean[:, :3], preview)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
