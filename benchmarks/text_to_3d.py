@@ -35,12 +35,17 @@ def main() -> None:
     p.add_argument("--prompts", nargs="+", default=PROMPTS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", default=None)
-    p.add_argument("--model", default=None, help="another prior (then also pass --config configs/shapes-dreamfusion.yaml)")
+    p.add_argument("--model", default=None, help="another shapes-world prior (still with the shapes recipe unless --config)")
     p.add_argument("--out", default=None, help="keep run folders here (default: a temporary folder)")
     p.add_argument("--jobs", type=int, default=1,
                    help="prompts run at once, sharing the cores (each then runs slower than alone)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args()
+    if args.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {args.jobs}")
+    from dream3d.text_to_3d import default_config_path
+
+    config = args.config or str(default_config_path(None))  # the shapes recipe, whichever prior
 
     from dream3d.shapes.scoring import load_asset, score_asset
 
@@ -52,7 +57,7 @@ def main() -> None:
     def run(prompt: str):
         out = root / prompt.replace(" ", "-")
         cmd = [sys.executable, "-m", "dream3d", "txt2mesh", prompt, "-o", str(out), "--seed", str(args.seed)]
-        cmd += (["--config", args.config] if args.config else []) + (["--model", args.model] if args.model else [])
+        cmd += ["--config", config] + (["--model", args.model] if args.model else [])
         cmd += list(args.overrides)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -88,7 +93,7 @@ def main() -> None:
           f"(>= 80%), colour right {summary['colour_right']:.0%} (>= 90%), max {summary['max_seconds']:.0f} s "
           f"(<= 300), max {summary['max_peak_mb']} MiB (<= 4096)")
     write_results("text_to_3d", {"summary": summary, "targets": TARGETS, "results": results,
-                                 "overrides": args.overrides, "config": args.config,
+                                 "overrides": args.overrides, "config": config,
                                  "model": args.model, "jobs": args.jobs})
 
 

@@ -125,3 +125,16 @@ def test_eval_runs_on_a_small_subset(tiny_model, tmp_path):
     assert set(record["scores"]) == {"colour", "shape"}  # no cone/cylinder among the first two objects
     assert all(0.0 <= v <= 1.0 for v in record["scores"].values())
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "eval.json").is_file()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("vae_rgb_weight=-1", "vae_rgb_weight must be >= 0"),
+    ("prediction_type=magic", "prediction_type"),
+])
+def test_prior_train_bad_config_is_one_line_exit_2(tmp_path, capsys, override, message):
+    from dream3d.cli import main
+
+    code = main(["prior", "train", "-o", str(tmp_path / "p"), override])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "p" / "train" / "checkpoints").exists()

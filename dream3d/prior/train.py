@@ -3,8 +3,9 @@
 Two stages, each seeded, checkpointed and resumable:
 
 1. **VAE** - an ``AutoencoderKL`` learns to compress 32 px renders into 8x8x4 latents
-   (reconstruction MSE + a small per-element KL). Its ``scaling_factor`` is then set to
-   1 / std of the dataset's latents, as Stable Diffusion does.
+   (reconstruction MSE + a small per-element KL + an RGB-preview term that ties latent channels
+   0-2 to the image box-averaged to latent size, so colour is robust in latent space). Its
+   ``scaling_factor`` is then set to 1 / std of the dataset's latents, as Stable Diffusion does.
 2. **Text encoder + UNet** - a small CLIP text encoder and a ``UNet2DConditionModel`` learn
    epsilon-prediction on the frozen VAE's latents with the captions ("a red cube, side view"),
    dropping 10% of captions to the empty text so classifier-free guidance works. An EMA of the
@@ -68,6 +69,11 @@ class PriorTrainConfig:
     checkpoint_every: int = 500
     threads: int = 0  # 0: torch's default
     words: tuple[str, ...] = field(default_factory=tuple)  # extra vocabulary beyond the shapes world's
+
+    def __post_init__(self):
+        for name in ("vae_kl_weight", "vae_rgb_weight"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}; use e.g. {name}=1e-4")
 
 
 STAGES = ("vae", "unet")
