@@ -9,6 +9,8 @@ right >= 90%, each prompt <= 5 minutes and <= 4 GB.
     python benchmarks/text_to_3d.py                         # all prompts, configs/shapes-dreamfusion.yaml
     python benchmarks/text_to_3d.py --prompts "a red cube" "a blue sphere" steps=400
     python benchmarks/text_to_3d.py --jobs 2      # two prompts at a time, one thread each: quicker, slower per prompt
+    python benchmarks/text_to_3d.py --no-score --out runs/gpu ...   # on a machine without open3d, then
+    python benchmarks/text_to_3d.py --score-only --out runs/gpu     # score those runs here
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,6 +30,7 @@ from _common import machine, print_table, write_results  # noqa: E402
 
 PROMPTS = ["a red sphere", "a blue cube", "a green cone", "a yellow cylinder", "a purple torus",
            "a orange sphere", "a red cone", "a green cube", "a blue cylinder", "a yellow torus"]
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 TARGETS = {"mean_iou": 0.7, "shape_right": 0.8, "colour_right": 0.9, "seconds": 300, "peak_mb": 4096}
 
 
@@ -39,15 +43,21 @@ def main() -> None:
     p.add_argument("--out", default=None, help="keep run folders here (default: a temporary folder)")
     p.add_argument("--jobs", type=int, default=1,
                    help="prompts run at once, sharing the cores (each then runs slower than alone)")
+    p.add_argument("--no-score", action="store_true",
+                   help="run only (e.g. on a GPU machine without open3d); score later with --score-only --out DIR")
+    p.add_argument("--score-only", action="store_true", help="score the runs already in --out instead of running")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args()
+    # --prompts takes every word after it: key=value items there are overrides, not prompts
+    args.overrides += [w for w in args.prompts if OVERRIDE.match(w)]
+    args.prompts = [w for w in args.prompts if not OVERRIDE.match(w)]
     if args.jobs < 1:
         p.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.score_only and not args.out:
+        p.error("--score-only needs --out DIR, the folder of an earlier --no-score run")
     from dream3d.text_to_3d import default_config_path
 
     config = args.config or str(default_config_path(None))  # the shapes recipe, whichever prior
-
-    from dream3d.shapes.scoring import load_asset, score_asset
 
     root = Path(args.out or tempfile.mkdtemp(prefix="bench-t23d-"))
     env = dict(os.environ)
@@ -59,26 +69,44 @@ def main() -> None:
         cmd = [sys.executable, "-m", "dream3d", "txt2mesh", prompt, "-o", str(out), "--seed", str(args.seed)]
         cmd += ["--config", config] + (["--model", args.model] if args.model else [])
         cmd += list(args.overrides)
+        if args.score_only:  # the earlier run's exit status and wall time
+            done = json.loads((out / "bench.json").read_text()) if (out / "bench.json").is_file() else {}
+            return out, done.get("returncode", 1), done.get("stderr", "no earlier run here"), done.get("seconds", 0.0)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        return out, proc, time.perf_counter() - t0
+        wall = time.perf_counter() - t0
+        stderr = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else str(proc.returncode)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps({"returncode": proc.returncode, "stderr": stderr, "seconds": wall}))
+        return out, proc.returncode, stderr, wall
 
     from concurrent.futures import ThreadPoolExecutor
 
     rows, results = [], []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for prompt, (out, proc, wall) in zip(args.prompts, pool.map(run, args.prompts)):
-            if proc.returncode != 0:
-                print(f"{prompt}: run failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode}")
+        for prompt, (out, returncode, stderr, wall) in zip(args.prompts, pool.map(run, args.prompts)):
+            if returncode != 0:
+                print(f"{prompt}: run failed: {stderr}")
                 results.append({"prompt": prompt, "failed": True, "seconds": wall})
                 rows.append([prompt, "failed", "", "", "", f"{wall:.0f}", ""])
                 continue
             metrics = json.loads((out / "metrics.json").read_text())
+            if args.no_score:
+                results.append({"prompt": prompt, "seconds": wall, "peak_mb": metrics["peak_memory_mb"],
+                                "device": metrics["device"]})
+                rows.append([prompt, "", "", "", "", f"{wall:.0f}", metrics["peak_memory_mb"]])
+                continue
+            from dream3d.shapes.scoring import load_asset, score_asset
+
             score = score_asset(load_asset(out / "mesh.ply"), prompt)
             results.append({"prompt": prompt, "seconds": wall, "peak_mb": metrics["peak_memory_mb"], **score})
             rows.append([prompt, f"{score['iou']:.3f}", score["predicted_shape"], score["predicted_colour"],
                          f"{score['colour_error']:.3f}", f"{wall:.0f}", metrics["peak_memory_mb"]])
     ok = [r for r in results if not r.get("failed")]
+    if args.no_score:
+        print(f"{machine()}; runs in {root} (not scored: --score-only --out {root} scores them)")
+        print_table(["prompt", "IoU", "shape", "colour", "colour err", "s", "peak MiB"], rows)
+        return
     n = max(1, len(results))
     summary = {
         "mean_iou": sum(r["iou"] for r in ok) / n,

@@ -127,3 +127,15 @@ def test_export_of_a_nerf_field_with_field_turntable(tmp_path):
     # the initial blob: a ball of radius ~0.5 around the origin
     assert 0.7 < max(summary["extent_world_xyz"]) < 1.3
     assert (tmp_path / "turntable.gif").is_file()
+
+
+def test_turntable_formats_choose_the_files(tmp_path):
+    cfg = ExportConfig(resolution=24, turntable_frames=2, turntable_size=16, turntable_formats=("gif",))
+    summary = export_field(EllipsoidField(), tmp_path / "gif", cfg)
+    assert set(summary["files"]) >= {"glb", "gif"} and "mp4" not in summary["files"]
+    assert not (tmp_path / "gif" / "turntable.mp4").exists()
+    none = export_field(EllipsoidField(), tmp_path / "none", ExportConfig(resolution=24, turntable_formats=()))
+    assert none["turntable_frames"] == 0 and not list((tmp_path / "none").glob("turntable.*"))
+    assert (tmp_path / "none" / "mesh.ply").is_file()
+    with pytest.raises(UserError, match="webm"):
+        ExportConfig(turntable_formats=("webm",))

@@ -29,7 +29,8 @@ with open3d's ``RaycastingScene`` (the asset as exported; fast on CPU) and shade
 project's rule (:func:`dream3d.shapes.render.shade`: ambient 0.4 + diffuse 0.6, headlight, smooth
 vertex normals, interpolated vertex colours, white background); ``source="field"`` volume-renders
 the field with a :class:`~dream3d.nerf.renderer.VolumeRenderer` (what was optimised).
-:func:`write_turntable` writes ``turntable.mp4`` (H.264, yuv420p, even size) and ``turntable.gif``.
+:func:`write_turntable` writes ``turntable.mp4`` (H.264, yuv420p, even size) and ``turntable.gif``
+(``ExportConfig.turntable_formats``: either, both, or ``[]`` for none).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class ExportConfig:
     turntable_elevation: float = 15.0
     turntable_fov: float = 40.0
     turntable_source: str = "mesh"  # "mesh" | "field"
+    turntable_formats: tuple[str, ...] = ("mp4", "gif")
     fps: int = 12
 
     def __post_init__(self):
@@ -73,6 +75,9 @@ class ExportConfig:
             raise UserError("turntable needs >= 1 frame and a size >= 8 pixels")
         if self.turntable_source not in ("mesh", "field"):
             raise UserError(f"turntable_source '{self.turntable_source}' must be 'mesh' or 'field'")
+        bad = [f for f in self.turntable_formats if f not in ("mp4", "gif")]
+        if bad:
+            raise UserError(f"turntable format(s) {bad} are not supported; use a list of 'mp4' and 'gif' (or [] for none)")
 
 
 # -- iso level -------------------------------------------------------------------------------------
@@ -290,18 +295,20 @@ def export_field(field, folder: str | Path, cfg: ExportConfig = ExportConfig(), 
     folder = Path(folder)
     mesh, info = extract_mesh(field, cfg.resolution, cfg.threshold, cfg.keep_fraction, cfg.chunk)
     paths = write_mesh(mesh, folder)
-    if cfg.turntable_source == "field":
-        from .renderer import VolumeRenderer
+    frames = []
+    if cfg.turntable_formats:  # [] writes no turntable
+        if cfg.turntable_source == "field":
+            from .renderer import VolumeRenderer
 
-        source = renderer
-        if source is None:  # an occupancy grid rebuilt from the density skips the empty space
-            source = VolumeRenderer(field).eval()
-            source.grid.fill_from_density(field.density, source.step_size, torch.Generator().manual_seed(0))
-    else:
-        source = mesh
-    frames = render_turntable(source, cfg.turntable_frames, cfg.turntable_size, cfg.turntable_elevation,
-                              cfg.turntable_fov)
-    paths.update(write_turntable(frames, folder, cfg.fps))
+            source = renderer
+            if source is None:  # an occupancy grid rebuilt from the density skips the empty space
+                source = VolumeRenderer(field).eval()
+                source.grid.fill_from_density(field.density, source.step_size, torch.Generator().manual_seed(0))
+        else:
+            source = mesh
+        frames = render_turntable(source, cfg.turntable_frames, cfg.turntable_size, cfg.turntable_elevation,
+                                  cfg.turntable_fov)
+        paths.update(write_turntable(frames, folder, cfg.fps, formats=tuple(cfg.turntable_formats)))
     extent = np.ptp(np.asarray(mesh.vertices), axis=0)
     summary = {**info, "extent_world_xyz": extent.tolist(), "frame": "glTF +Y up: world (x, y, z) -> (x, z, -y)",
                "turntable_source": cfg.turntable_source, "turntable_frames": int(len(frames)),

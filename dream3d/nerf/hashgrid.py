@@ -279,8 +279,9 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("dense_corner", torch.tensor(CORNER_BITS @ stride, **i32), persistent=False)
         self.register_buffer("dense_size", torch.tensor(layout.size[: self.n_dense], **i32), persistent=False)
         self.register_buffer("offset", torch.tensor(layout.offset, **i32), persistent=False)
-        table = torch.empty(cfg.features_per_level, layout.rows, device=device, dtype=dtype)
-        self.params = nn.Parameter(table.uniform_(-1e-4, 1e-4))
+        # drawn on the CPU (global generator), then moved: the same seed gives the same table on any device
+        table = torch.empty(cfg.features_per_level, layout.rows, dtype=dtype).uniform_(-1e-4, 1e-4)
+        self.params = nn.Parameter(table.to(device))
 
     @property
     def output_dim(self) -> int:

@@ -25,6 +25,7 @@ compares them on CUDA machines (sample counts within 0.5 %, rendered opacity wit
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -229,11 +230,18 @@ class OccupancyGrid(nn.Module):
         return RaySamples(t_starts, t_ends, ray_indices.long(), rays_o.shape[0])
 
 
+@functools.lru_cache(maxsize=None)
 def nerfacc_available() -> bool:
-    """True when CUDA is present and nerfacc's CUDA extension loads."""
+    """True when CUDA is present and nerfacc's CUDA extension loads. nerfacc (0.5) compiles the
+    extension on first import where CUDA's compiler is found (minutes, once; cached under
+    ``~/.cache/torch_extensions``) and leaves ``_C`` as ``None`` where it is not."""
     from ..diffusion.devices import cuda_extension_available
 
-    return cuda_extension_available("nerfacc", "nerfacc.cuda._C")
+    if not cuda_extension_available("nerfacc.cuda._backend"):
+        return False
+    from nerfacc.cuda import _backend
+
+    return _backend._C is not None
 
 
 def _jitter(n: int, generator, stratified: bool, like: torch.Tensor) -> torch.Tensor:
