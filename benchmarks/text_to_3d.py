@@ -46,6 +46,8 @@ def main() -> None:
     p.add_argument("--no-score", action="store_true",
                    help="run only (e.g. on a GPU machine without open3d); score later with --score-only --out DIR")
     p.add_argument("--score-only", action="store_true", help="score the runs already in --out instead of running")
+    p.add_argument("--picture", default=None, metavar="PNG",
+                   help="also save the RGB row of each run's last validation grid, two runs per row")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args()
     # --prompts takes every word after it: key=value items there are overrides, not prompts
@@ -120,9 +122,31 @@ def main() -> None:
     print(f"mean IoU {summary['mean_iou']:.3f} (>= {TARGETS['mean_iou']}), shape right {summary['shape_right']:.0%} "
           f"(>= 80%), colour right {summary['colour_right']:.0%} (>= 90%), max {summary['max_seconds']:.0f} s "
           f"(<= 300), max {summary['max_peak_mb']} MiB (<= 4096)")
+    if args.picture:
+        save_picture(args.picture, [root / r["prompt"].replace(" ", "-") for r in ok])
     write_results("text_to_3d", {"summary": summary, "targets": TARGETS, "results": results,
                                  "overrides": args.overrides, "config": config,
                                  "model": args.model, "jobs": args.jobs})
+
+
+def save_picture(path: str, runs: list[Path]) -> None:
+    """The top (RGB) row of each run's last validation grid (RGB | normal | opacity rows), two runs
+    side by side per row."""
+    import numpy as np
+    from PIL import Image
+
+    from dream3d.grid import make_grid
+    from dream3d.io import save_image
+
+    rows = []
+    for run in runs:
+        grids = sorted((run / "val").glob("step-*.png"))
+        if grids:
+            grid = np.asarray(Image.open(grids[-1]).convert("RGB"))
+            rows.append(grid[: (grid.shape[0] + 2) // 3 - 2])  # make_grid's 2-pixel padding between rows
+    if rows:
+        save_image(path, make_grid(rows, cols=2, pad=6))
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

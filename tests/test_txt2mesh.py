@@ -123,3 +123,51 @@ def test_default_configs_ship_inside_the_package():
         path = default_config_path(model)
         assert path.is_file() and package in path.parents
     assert load_txt2mesh_config("a red cube").steps > 0
+
+
+def test_denoise_step_size_gives_low_noise_targets_fewer_steps(tiny_core, monkeypatch):
+    from dream3d.errors import UserError
+    from dream3d.guidance.sds import GuidanceConfig, ScoreDistillation
+
+    T = tiny_core.num_train_timesteps
+    short = ScoreDistillation(tiny_core, GuidanceConfig(mode="target", denoise_steps=8, denoise_step_size=0.1))
+    plain = ScoreDistillation(tiny_core, GuidanceConfig(mode="target", denoise_steps=8))
+    assert [short.denoise_step_count(torch.tensor([int(f * T)])) for f in (0.05, 0.25, 0.5, 0.95)] == [1, 3, 5, 8]
+    assert plain.denoise_step_count(torch.tensor([int(0.05 * T)])) == 8
+    calls = []
+    real = tiny_core.unet_forward
+    monkeypatch.setattr(tiny_core, "unet_forward", lambda *a: calls.append(1) or real(*a))
+    cond, uncond = tiny_core.text_conditioning(["a red cube"] * 2)
+    x = torch.rand(2, 3, tiny_core.default_size, tiny_core.default_size)
+    t = torch.tensor([int(0.25 * T), int(0.15 * T)])  # the batch's largest t sets the count
+    for guidance, expected in ((short, 3), (plain, 8)):
+        calls.clear()
+        target = guidance.denoised_target(x, t, cond, uncond, torch.Generator().manual_seed(0))
+        assert len(calls) == expected and target.shape == x.shape and torch.isfinite(target).all()
+    for bad in (dict(denoise_step_size=0.0), dict(denoise_steps=0)):
+        with pytest.raises(UserError):
+            GuidanceConfig(**bad)
+
+
+def _disc(radius, n=32, background=1.0):
+    y, x = torch.meshgrid(torch.linspace(-1, 1, n), torch.linspace(-1, 1, n), indexing="ij")
+    inside = (x * x + y * y < radius * radius).float()
+    img = torch.full((1, 3, n, n), background)
+    img[:, 0] -= 0.8 * inside
+    img[:, 2] -= 0.5 * inside
+    return img
+
+
+@pytest.mark.parametrize("background", [1.0, 0.6])
+def test_match_silhouette_size_zooms_targets_to_the_render(background):
+    from dream3d.guidance.sds import match_silhouette_size, silhouette
+
+    big, small = _disc(0.8, background=background), _disc(0.4, background=background)
+    area = lambda img: int(silhouette(img)[0].sum())  # noqa: E731
+    shrunk, grown = match_silhouette_size(big, small), match_silhouette_size(small, big)
+    assert abs(area(shrunk) - area(small)) <= 0.15 * area(small) and area(big) > 3 * area(small)
+    assert abs(area(grown) - area(big)) <= 0.15 * area(big)
+    torch.testing.assert_close(shrunk[..., 0, 0], torch.full((1, 3), background))  # uncovered border: background
+    torch.testing.assert_close(match_silhouette_size(small, small), small, atol=1e-5, rtol=0)
+    empty = torch.full_like(big, background)
+    torch.testing.assert_close(match_silhouette_size(big, empty), big, atol=1e-5, rtol=0)  # nothing to match

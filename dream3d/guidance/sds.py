@@ -11,7 +11,9 @@ use the gradient ``w(t) * (eps_hat - eps)`` on the latents. It is applied as the
 Weighting ``w(t)``: ``"sds"`` = 1 - abar_t (DreamFusion), ``"uniform"`` = 1.
 
 **Denoised target** (``mode="target"``): encode the render (no gradient), noise it to t, run
-``denoise_steps`` DDIM steps with CFG from t down to 0, decode, and pull the render towards that
+``denoise_steps`` DDIM steps with CFG from t down to 0 (with ``denoise_step_size`` set, only as
+many as keep each step at most that long: ``ceil(max_b t_b / size)``, so low-noise steps cost
+less), decode, and pull the render towards that
 image with a mean-squared-error loss in pixel space (SDEdit-style, as in DreamGaussian's refinement). With the
 tiny bundled prior this works where textbook SDS fails: the tiny VAE encoder's Jacobian turns SDS
 gradients into speckle, while the target loss never differentiates through the encoder.
@@ -22,11 +24,42 @@ The timestep range anneals linearly: ``t_max`` goes from ``t_max`` to ``t_max_en
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from ..errors import UserError
+
+
+def silhouette(images: torch.Tensor, threshold: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mask (B, H, W), background (B, 3))`` of images on a solid background: the background is
+    the median colour of the one-pixel border, the mask the pixels more than ``threshold`` from it
+    in some channel."""
+    border = torch.cat([images[..., 0, :], images[..., -1, :], images[..., :, 0], images[..., :, -1]], -1)
+    background = border.median(-1).values
+    return (images - background[..., None, None]).abs().amax(1) > threshold, background
+
+
+def match_silhouette_size(images: torch.Tensor, reference: torch.Tensor, threshold: float = 0.15) -> torch.Tensor:
+    """``images`` zoomed about the image centre so that each one's silhouette has the area of the
+    matching ``reference`` image's (both (B, 3, H, W) on solid backgrounds); uncovered borders take
+    the image's background colour. Images with an empty silhouette on either side stay as they are.
+
+    The cameras look at the origin, where the objects stand, so the image centre is the object's
+    centre; the zoom changes an object's apparent size and nothing else."""
+    mask, background = silhouette(images, threshold)
+    ref_mask, _ = silhouette(reference, threshold)
+    area, ref_area = mask.flatten(1).sum(1).float(), ref_mask.flatten(1).sum(1).float()
+    scale = torch.where((area > 0) & (ref_area > 0), (area / ref_area.clamp(min=1)).sqrt(), torch.ones_like(area))
+    b, _, h, w = images.shape
+    theta = torch.zeros(b, 2, 3, dtype=images.dtype, device=images.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = scale.clamp(0.5, 2.0).to(images.dtype)
+    grid = F.affine_grid(theta, (b, 3, h, w), align_corners=False)
+    bg = background[..., None, None]
+    return F.grid_sample(images - bg, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + bg
 
 
 @dataclass
@@ -41,8 +74,20 @@ class GuidanceConfig:
     anneal_steps: int = 0
     weighting: Literal["sds", "uniform"] = "sds"
     grad_clip: float | None = None  # clip the SDS latent gradient elementwise to [-c, c]
-    denoise_steps: int = 8  # target mode: DDIM steps from t to 0
+    denoise_steps: int = 8  # target mode: DDIM steps from t to 0 (at most, with denoise_step_size)
+    denoise_step_size: float | None = None  # target mode: longest DDIM step (fraction of T); fewer steps for small t
     target_guidance_scale: float = 7.5  # target mode's CFG (sampling-strength, not SDS-strength)
+    match_size_above: float | None = None  # target mode: zoom targets with t >= this to the render's silhouette area
+
+    def __post_init__(self):
+        if self.denoise_steps < 1:
+            raise UserError(f"guidance.denoise_steps {self.denoise_steps} must be >= 1")
+        if self.match_size_above is not None and not 0 <= self.match_size_above <= 1:
+            raise UserError(f"guidance.match_size_above {self.match_size_above} must be in [0, 1] (a fraction of "
+                            f"the training timesteps) or null")
+        if self.denoise_step_size is not None and not 0 < self.denoise_step_size <= 1:
+            raise UserError(f"guidance.denoise_step_size {self.denoise_step_size} must be in (0, 1] (a fraction of "
+                            f"the training timesteps) or null")
 
 
 class ScoreDistillation:
@@ -96,6 +141,14 @@ class ScoreDistillation:
         loss = 0.5 * F.mse_loss(latents, target, reduction="sum") / latents.shape[0]
         return loss, {"t": t.float().mean().item(), "grad_norm": grad.norm().item()}
 
+    def denoise_step_count(self, t: torch.Tensor) -> int:
+        """DDIM steps for timesteps ``t``: ``denoise_steps``, or fewer with ``denoise_step_size``."""
+        cfg = self.cfg
+        if not cfg.denoise_step_size:
+            return cfg.denoise_steps
+        longest = float(t.max()) / self.core.num_train_timesteps
+        return max(1, min(cfg.denoise_steps, math.ceil(longest / cfg.denoise_step_size - 1e-6)))
+
     @torch.no_grad()
     def denoised_target(self, x, t, cond, uncond, generator) -> torch.Tensor:
         """The multi-step DDIM denoising of ``x`` noised to ``t``: images in [0, 1]."""
@@ -104,8 +157,9 @@ class ScoreDistillation:
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         z = core.add_noise(latents, noise, t)
         # DDIM (eta 0) from each image's own t down to 0 in `denoise_steps` equal steps.
-        fracs = torch.linspace(1.0, 0.0, cfg.denoise_steps + 1, device=z.device)
-        for i in range(cfg.denoise_steps):
+        n = self.denoise_step_count(t)
+        fracs = torch.linspace(1.0, 0.0, n + 1, device=z.device)
+        for i in range(n):
             t_now = (t.float() * fracs[i]).round().long()
             t_next = (t.float() * fracs[i + 1]).round().long()
             eps = core.predict_noise(z, t_now, cond, uncond, cfg.target_guidance_scale)
@@ -117,5 +171,9 @@ class ScoreDistillation:
 
     def _target(self, x, t, cond, uncond, generator):
         target = self.denoised_target(x.detach(), t, cond, uncond, generator)
+        if self.cfg.match_size_above is not None:
+            zoom = t >= self.cfg.match_size_above * self.core.num_train_timesteps
+            if zoom.any():
+                target = torch.where(zoom.reshape(-1, 1, 1, 1), match_silhouette_size(target, x.detach()), target)
         loss = F.mse_loss(x, target.to(x.dtype))  # mean over pixels: regulariser weights stay comparable
         return loss, {"t": t.float().mean().item()}
