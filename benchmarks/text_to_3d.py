@@ -55,6 +55,8 @@ def main() -> None:
     args.prompts = [w for w in args.prompts if not OVERRIDE.match(w)]
     if args.jobs < 1:
         p.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.score_only and args.no_score:
+        p.error("--no-score runs without scoring and --score-only scores without running; pass one of them")
     if args.score_only and not args.out:
         p.error("--score-only needs --out DIR, the folder of an earlier --no-score run")
     from dream3d.text_to_3d import default_config_path

@@ -156,7 +156,7 @@ class ScoreDistillation:
         latents = core.encode_images(x)
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         z = core.add_noise(latents, noise, t)
-        # DDIM (eta 0) from each image's own t down to 0 in `denoise_steps` equal steps.
+        # DDIM (eta 0) from each image's own t down to 0 in n equal steps (its share of t each).
         n = self.denoise_step_count(t)
         fracs = torch.linspace(1.0, 0.0, n + 1, device=z.device)
         for i in range(n):
