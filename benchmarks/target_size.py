@@ -32,12 +32,23 @@ def main() -> None:
     p.add_argument("--model", default="shapes")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    from dream3d.errors import UserError
+    from dream3d.shapes.objects import ShapeObject
+
+    objects = []
+    for name in args.objects:
+        try:
+            colour, shape = name.split()
+            objects.append(ShapeObject(shape, colour))
+        except (ValueError, UserError) as e:
+            p.error(f"object '{name}' must be '<colour> <shape>' of the shapes world, e.g. 'blue cube' ({e})")
+    if args.cameras < 2 or not all(0 < t < 1 for t in args.t):
+        p.error("--cameras needs at least 2 (for a correlation) and every --t must be in (0, 1)")
 
     from dream3d.diffusion.core import LatentDiffusion
     from dream3d.guidance.prompts import view_prompts
     from dream3d.guidance.sds import GuidanceConfig, ScoreDistillation, silhouette
     from dream3d.shapes.camera import sample_cameras
-    from dream3d.shapes.objects import ShapeObject
     from dream3d.shapes.render import render, to_uint8
 
     core = LatentDiffusion.from_pretrained(args.model, device="cpu")
@@ -45,9 +56,7 @@ def main() -> None:
     size = core.default_size
     cams = sample_cameras(args.cameras, torch.Generator().manual_seed(args.seed), height=size, width=size)
     rows, results = [], []
-    for name in args.objects:
-        colour, shape = name.split()
-        obj = ShapeObject(shape, colour)
+    for name, obj in zip(args.objects, objects):
         x = torch.stack([torch.from_numpy(to_uint8(render(obj, c, ss=2).rgb)).permute(2, 0, 1).float() / 255
                          for c in cams])
         prompts = view_prompts(obj.prompt, [c.elevation_deg for c in cams], [c.azimuth_deg for c in cams], "suffix")
