@@ -16,6 +16,10 @@ deadline=$(( $(date +%s) + ${BUDGET:-500} ))
 limit() { local left=$(( deadline - $(date +%s) )); echo $(( left < $1 ? (left > 1 ? left : 1) : $1 )); }
 mkdir -p "$out"
 exec > >(tee "$out/log.txt") 2>&1
+if ! python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
+    echo "cuda_check.sh: torch sees no CUDA GPU here; run it on a GPU machine with a CUDA build of torch"
+    exit 2
+fi
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH="/tmp/site:$PWD"
@@ -37,8 +41,9 @@ stage "CUDA tests"
 timeout $(limit 120) python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_nerf_render.py tests/test_nerf_hashgrid.py 2>&1 | tail -15
 
 stage "hash encoding on the GPU"
-timeout $(limit 60) python3 benchmarks/hashgrid.py --device cuda --points 262144 --repeats 7 2>&1 | tail -8
-cp benchmarks/results/hashgrid.json "$out/" 2>/dev/null
+timeout $(limit 60) python3 benchmarks/hashgrid.py --device cuda --points 262144 --repeats 7 > "$out/hashgrid.txt" 2>&1 \
+    && cp benchmarks/results/hashgrid.json "$out/"
+tail -n 8 "$out/hashgrid.txt"
 
 stage "txt2mesh alone: a red sphere (default backends, default dtype)"
 gif=(export.turntable_source=field "export.turntable_formats=[gif]")

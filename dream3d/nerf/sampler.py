@@ -25,7 +25,6 @@ compares them on CUDA machines (sample counts within 0.5 %, rendered opacity wit
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -230,7 +229,6 @@ class OccupancyGrid(nn.Module):
         return RaySamples(t_starts, t_ends, ray_indices.long(), rays_o.shape[0])
 
 
-@functools.lru_cache(maxsize=None)
 def nerfacc_available() -> bool:
     """True when CUDA is present and nerfacc's CUDA extension loads. nerfacc (0.5) compiles the
     extension on first import where CUDA's compiler is found (minutes, once; cached under
