@@ -53,12 +53,14 @@ stage "txt2mesh: the other nine prompts at once, beside the red sphere in fp32 a
 t=$(limit 240)
 OMP_NUM_THREADS=1 timeout $t python3 benchmarks/text_to_3d.py --no-score --out "$out/t23d-fp32" --prompts "a red sphere" \
     "${gif[@]}" dtype=fp32 > "$out/fp32.txt" 2>&1 &
+fp32_pid=$!
 OMP_NUM_THREADS=1 timeout $t python3 benchmarks/text_to_3d.py --no-score --out "$out/t23d-torch" --prompts "a red sphere" \
     "${gif[@]}" renderer.backend=torch > "$out/torch.txt" 2>&1 &
+torch_pid=$!
 timeout $t python3 benchmarks/text_to_3d.py --no-score --out "$out/t23d" --jobs 9 --prompts "a blue cube" "a green cone" \
     "a yellow cylinder" "a purple torus" "a orange sphere" "a red cone" "a green cube" "a blue cylinder" \
     "a yellow torus" "${gif[@]}" 2>&1 | tail -12
-wait
+wait "$fp32_pid" "$torch_pid"  # not a bare wait: that also waits for the log's tee, which never ends
 tail -n 3 "$out/fp32.txt" "$out/torch.txt"
 (cd "$out" && find t23d* -name checkpoints -prune -o -type f ! -name "*.glb" ! -name "*.obj" -print | tar cJf t23d.txz -T - && rm -rf t23d t23d-fp32 t23d-torch)
 stage "done"

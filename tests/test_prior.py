@@ -130,6 +130,7 @@ def test_eval_runs_on_a_small_subset(tiny_model, tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("vae_rgb_weight=-1", "vae_rgb_weight must be >= 0"),
     ("prediction_type=magic", "prediction_type"),
+    ("vae_from=/no/such/model", "/no/such/model"),
 ])
 def test_prior_train_bad_config_is_one_line_exit_2(tmp_path, capsys, override, message):
     from dream3d.cli import main
@@ -138,3 +139,21 @@ def test_prior_train_bad_config_is_one_line_exit_2(tmp_path, capsys, override, m
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "p" / "train" / "checkpoints").exists()
+
+
+def test_training_on_the_vae_of_another_model_skips_stage_1(tmp_path):
+    from safetensors.torch import load_file
+
+    from dream3d.errors import UserError
+
+    train_prior(PriorTrainConfig(**TINY), tmp_path / "a", progress=False)
+    record = train_prior(PriorTrainConfig(**{**TINY, "vae_from": str(tmp_path / "a"), "seed": 1}), tmp_path / "b",
+                         progress=False)
+    assert record["stages"]["vae"]["from"] == str(tmp_path / "a")
+    assert not (tmp_path / "b" / "train" / "checkpoints" / "vae.pt").exists()
+    name = "vae/diffusion_pytorch_model.safetensors"
+    wa, wb = load_file(tmp_path / "a" / name), load_file(tmp_path / "b" / name)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(UserError, match="vae_channels"):
+        train_prior(PriorTrainConfig(**{**TINY, "vae_channels": [8, 8], "vae_from": str(tmp_path / "a")}),
+                    tmp_path / "c", progress=False)

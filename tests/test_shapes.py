@@ -238,6 +238,18 @@ def test_captions():
     assert caption(red_cube, Camera(0, 90)).endswith(", side view")
 
 
+@pytest.mark.parametrize("shape", ["cube", "cone", "torus"])
+def test_a_mirrored_view_is_the_view_from_the_negated_azimuth(shape):
+    """What the prior's training relies on when it flips images and keeps their captions: the view from
+    -a has the same view word as the view from a, and it is the mirror image."""
+    obj = ShapeObject(shape, "blue")
+    for elevation, azimuth in [(20, 30), (-5, 110), (40, -160)]:
+        a = render(obj, Camera(elevation, azimuth, height=48, width=48), ss=2).rgb
+        b = render(obj, Camera(elevation, -azimuth, height=48, width=48), ss=2).rgb
+        assert np.abs(np.flip(a, axis=1) - b).max() < 0.02 and view_word(elevation, azimuth) == view_word(elevation, -azimuth)
+        assert np.abs(a - b).max() > 0.1 or shape != "cube"  # the cube really looks different from a and -a
+
+
 def test_bad_camera_input():
     for kwargs in [dict(elevation_deg=95), dict(distance=0), dict(fov_deg=180), dict(height=0)]:
         with pytest.raises(UserError):

@@ -40,7 +40,8 @@ def run_train(args) -> int:
     cfg = load_config(PriorTrainConfig, args.config, args.overrides)
     record = train_prior(cfg, args.output, resume=args.resume)
     vae, unet = record["stages"]["vae"], record["stages"]["unet"]
-    print(f"prior written to {args.output}/ in {record['seconds_total']:.0f} s: VAE {vae['psnr_db']} dB, "
+    vae_note = f"VAE {vae['psnr_db']} dB" if "psnr_db" in vae else f"VAE of {vae['from']}"
+    print(f"prior written to {args.output}/ in {record['seconds_total']:.0f} s: {vae_note}, "
           f"UNet loss {unet['final_loss']:.4f}; details in {args.output}/train/train.json")
     return 0
 

@@ -10,6 +10,9 @@ Two stages, each seeded, checkpointed and resumable:
    epsilon-prediction on the frozen VAE's latents with the captions ("a red cube, side view"),
    dropping 10% of captions to the empty text so classifier-free guidance works. An EMA of the
    weights is what gets saved.
+   ``vae_from`` skips stage 1 and takes the VAE of an existing model instead.
+
+Training runs on CUDA when it is available (``device``); the random draws stay on the CPU generator.
 
 The result is a Stable Diffusion model in diffusers layout in ``DIR`` (loadable by
 ``StableDiffusionPipeline.from_pretrained(DIR)``); training state (rendered data cache, checkpoints,
@@ -65,6 +68,8 @@ class PriorTrainConfig:
     lr: float = 5e-4
     warmup_steps: int = 200
     caption_dropout: float = 0.1
+    vae_from: str | None = None  # a model (folder, hub id, "shapes") whose VAE to use instead of stage 1
+    device: str | None = None  # None: cuda when available, else cpu
     ema_decay: float = 0.999
     checkpoint_every: int = 500
     threads: int = 0  # 0: torch's default
@@ -115,9 +120,13 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
     """Run both stages into ``out``; returns the training record (also ``out/train/train.json``)."""
     from ..config import save_config, to_dict
     from ..diffusion.build import build_components, save_model
+    from ..diffusion.devices import resolve_device
+    from ..diffusion.loading import resolve_model
     from ..io import ensure_writable_dir, write_json
     from .data import cached_views
 
+    device = resolve_device(cfg.device)  # bad values fail here, before any folder or stage 1
+    vae_path = resolve_model(cfg.vae_from) if cfg.vae_from else None
     out = ensure_writable_dir(out)
     work = ensure_writable_dir(out / "train")
     ckpt_dir = ensure_writable_dir(work / "checkpoints")
@@ -139,13 +148,29 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
 
     parts = build_components(model_spec(cfg), seed=cfg.seed)
     images = data.tensors()
-    record["stages"]["vae"] = train_vae(parts["vae"], images, cfg, Checkpoint(ckpt_dir, "vae"), progress)
+    if vae_path is not None:
+        record["stages"]["vae"] = load_vae(parts, vae_path)
+    else:
+        record["stages"]["vae"] = train_vae(parts["vae"], images, cfg, Checkpoint(ckpt_dir, "vae"), progress)
     write_json(record_path, record)
-    record["stages"]["unet"] = train_unet(parts, images, data.captions, cfg, Checkpoint(ckpt_dir, "unet"), progress)
+    record["stages"]["unet"] = train_unet(parts, images, data.captions, cfg, Checkpoint(ckpt_dir, "unet"), progress,
+                                          device)
     save_model(parts, out)
     record["seconds_total"] = round(sum(s.get("seconds", 0) for s in record["stages"].values()) + record["data"]["seconds"], 1)
     write_json(record_path, record)
     return record
+
+
+def load_vae(parts: dict, path: Path) -> dict:
+    """Replace ``parts["vae"]`` by the VAE of the model in ``path`` (its architecture must match the config's)."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(path, subfolder="vae")
+    if list(vae.config.block_out_channels) != list(parts["vae"].config.block_out_channels):
+        raise UserError(f"the VAE of '{path}' has channels {list(vae.config.block_out_channels)} but the config asks for "
+                        f"{list(parts['vae'].config.block_out_channels)}; set vae_channels to match or drop vae_from")
+    parts["vae"] = vae.eval().requires_grad_(False)
+    return {"from": str(path), "scaling_factor": vae.config.scaling_factor, "seconds": 0.0}
 
 
 def _mean(xs: list[float]) -> float:
@@ -227,22 +252,27 @@ def train_vae(vae, images: torch.Tensor, cfg: PriorTrainConfig, ckpt: Checkpoint
 
 
 def train_unet(parts: dict, images: torch.Tensor, captions: list[str], cfg: PriorTrainConfig, ckpt: Checkpoint,
-               progress: bool) -> dict:
-    """Stage 2: text encoder + UNet on the frozen VAE's latents; loads the EMA weights at the end."""
+               progress: bool, device: torch.device | str = "cpu") -> dict:
+    """Stage 2: text encoder + UNet on the frozen VAE's latents; loads the EMA weights at the end.
+    Random draws come from a CPU generator on every device, then move to ``device``."""
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
     vae, unet, text_encoder, tokenizer, scheduler = (parts[k] for k in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"))
+    device = torch.device(device)
     with torch.no_grad():
         posts = [vae.encode(c * 2 - 1).latent_dist for c in images.split(256)]
-        lat_mean = torch.cat([p.mean for p in posts]) * vae.config.scaling_factor
-        lat_std = torch.cat([p.std for p in posts]) * vae.config.scaling_factor
+        lat_mean = (torch.cat([p.mean for p in posts]) * vae.config.scaling_factor).to(device)
+        lat_std = (torch.cat([p.std for p in posts]) * vae.config.scaling_factor).to(device)
     texts = sorted(set(captions)) + [""]
+    lookup = {t: i for i, t in enumerate(texts)}
     token_ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                          return_tensors="pt").input_ids
-    caption_index = torch.tensor([texts.index(c) for c in captions])
+                          return_tensors="pt").input_ids.to(device)
+    caption_index = torch.tensor([lookup[c] for c in captions])
     empty = len(texts) - 1
-    abar = scheduler.alphas_cumprod
+    abar = scheduler.alphas_cumprod.to(device)
+    unet.to(device)
+    text_encoder.to(device)
 
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
@@ -255,6 +285,7 @@ def train_unet(parts: dict, images: torch.Tensor, captions: list[str], cfg: Prio
         text_encoder.load_state_dict(state["text_encoder"])
         opt.load_state_dict(state["optimizer"])
         ema.load_state_dict(state["ema"])
+        ema.to(device)
         gen.set_state(state["generator"])
         step, elapsed, losses = state["step"], state["seconds"], state["losses"]
 
@@ -273,13 +304,14 @@ def train_unet(parts: dict, images: torch.Tensor, captions: list[str], cfg: Prio
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, cfg.lr, cfg.warmup_steps, cfg.unet_steps)
             idx = torch.randint(len(images), (cfg.batch,), generator=gen)
-            x0 = lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)
+            sample = torch.randn((cfg.batch, *lat_mean.shape[1:]), generator=gen).to(device)
+            x0 = lat_mean[idx.to(device)] + lat_std[idx.to(device)] * sample
             flip = torch.rand(cfg.batch, generator=gen) < 0.5  # shapes are mirror-symmetric: flips keep captions true
-            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+            x0 = torch.where(flip[:, None, None, None].to(device), x0.flip(-1), x0)
             drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout
-            ids = token_ids[torch.where(drop, empty, caption_index[idx])]
-            t = torch.randint(0, len(abar), (cfg.batch,), generator=gen)
-            noise = torch.randn(x0.shape, generator=gen)
+            ids = token_ids[torch.where(drop, empty, caption_index[idx]).to(device)]
+            t = torch.randint(0, len(abar), (cfg.batch,), generator=gen).to(device)
+            noise = torch.randn(x0.shape, generator=gen).to(device)
             a = abar[t].reshape(-1, 1, 1, 1)
             noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
             embeds = text_encoder(ids)[0]
@@ -305,8 +337,8 @@ def train_unet(parts: dict, images: torch.Tensor, captions: list[str], cfg: Prio
     finally:
         bar.close()
     ema.copy_to(params)
-    unet.eval().requires_grad_(False)
-    text_encoder.eval().requires_grad_(False)
+    unet.cpu().eval().requires_grad_(False)
+    text_encoder.cpu().eval().requires_grad_(False)
     return {"steps": step, "first_loss": _mean(losses[:20]), "final_loss": _mean(losses[-200:]),
             "seconds": round(time.perf_counter() - t0, 1),
             "parameters": {"unet": sum(p.numel() for p in unet.parameters()),
