@@ -170,6 +170,16 @@ def test_field_blob_normals_and_density_grid():
     assert f2.density(x[:1]).item() > 1e3  # exp(10 + raw)
 
 
+def test_blob_cap_flattens_the_centre_and_keeps_the_outside():
+    from dataclasses import replace
+
+    x = torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.45, 0.0, 0.0], [0.9, 0.0, 0.0]])
+    plain, capped = NeRFField(TINY).blob(x), NeRFField(replace(TINY, blob_cap=2.0)).blob(x)
+    torch.testing.assert_close(capped[:2], torch.full((2,), 2.0))  # plateau at the cap
+    torch.testing.assert_close(capped[2:], plain[2:])  # near the rim and outside: unchanged
+    assert abs(float(plain[0]) - TINY.blob_density) < 1e-4 and plain[3] < -5
+
+
 def test_backgrounds():
     d = torch.randn(10, 3)
     torch.testing.assert_close(SolidBackground((0.2, 0.4, 0.6))(d), torch.tensor([[0.2, 0.4, 0.6]]).expand(10, 3))

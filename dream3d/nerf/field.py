@@ -4,7 +4,7 @@ Conventions:
 
 - World frame +Z up (the project's); the scene box is ``[-bound, bound]^3`` and points are mapped to
   the encoding's ``[0, 1]^3`` by ``(x + bound) / (2 * bound)`` (clamped).
-- ``sigma = activation(raw + blob(x))`` with ``blob(x) = blob_density * (1 - |x| / blob_radius)``
+- ``sigma = activation(raw + blob(x))`` with ``blob(x) = min(blob_density * (1 - |x| / blob_radius), blob_cap)``
   (threestudio's "blob_magic3d" bias: a dense ball at the start of optimisation, so score
   distillation has an object to shape); ``activation`` is ``softplus`` (default) or ``trunc_exp``
   (``exp`` whose gradient is clamped at ``exp(15)``, as Instant-NGP / torch-ngp).
@@ -64,6 +64,9 @@ class FieldConfig:
     density_activation: str = "softplus"
     blob_density: float = 10.0
     blob_radius: float = 0.5
+    # Caps the blob's bias near the centre (None: no cap). A low cap keeps the centre easy to carve
+    # (a torus's hole) while the outside of the ball stays as strongly suppressed as without it.
+    blob_cap: float | None = None
     normal_method: str = "analytic"
     normal_eps: float = 0.01
 
@@ -120,9 +123,10 @@ class NeRFField(nn.Module):
         return self.encoding(u)
 
     def blob(self, x: torch.Tensor) -> torch.Tensor:
-        """The density bias ``blob_density * (1 - |x| / blob_radius)`` (pre-activation)."""
+        """The density bias ``blob_density * (1 - |x| / blob_radius)`` (pre-activation), at most ``blob_cap``."""
         r = torch.sqrt((x * x).sum(-1) + 1e-12)
-        return self.cfg.blob_density * (1.0 - r / self.cfg.blob_radius)
+        bias = self.cfg.blob_density * (1.0 - r / self.cfg.blob_radius)
+        return bias if self.cfg.blob_cap is None else bias.clamp(max=self.cfg.blob_cap)
 
     def _sigma(self, x: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         raw = self.density_net(feats)[:, 0].float()
