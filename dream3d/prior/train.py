@@ -305,7 +305,8 @@ def train_unet(parts: dict, images: torch.Tensor, captions: list[str], cfg: Prio
                 g["lr"] = _lr_at(step, cfg.lr, cfg.warmup_steps, cfg.unet_steps)
             idx = torch.randint(len(images), (cfg.batch,), generator=gen)
             sample = torch.randn((cfg.batch, *lat_mean.shape[1:]), generator=gen).to(device)
-            x0 = lat_mean[idx.to(device)] + lat_std[idx.to(device)] * sample
+            rows = idx.to(device)
+            x0 = lat_mean[rows] + lat_std[rows] * sample
             flip = torch.rand(cfg.batch, generator=gen) < 0.5  # shapes are mirror-symmetric: flips keep captions true
             x0 = torch.where(flip[:, None, None, None].to(device), x0.flip(-1), x0)
             drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout
