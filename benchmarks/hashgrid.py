@@ -3,9 +3,15 @@
 The straightforward implementation, written here, is what a direct port of the Instant-NGP
 formulas looks like: a Python loop over levels, and per level a loop over the 8 cell corners, each
 with its own index computation, its own gather from that level's table (``table[index]``) and its
-own weighted add. Ours (``dream3d.nerf.hashgrid``) builds one ``(N, levels, 8)`` index tensor by
-broadcasting per-axis corner terms, gathers once and sums once; ``torch.compile`` of it is measured
-too. Before timing, both are checked to give the same outputs and gradients (table and input).
+own weighted add. Ours (``dream3d.nerf.hashgrid``) comes in two forms, both timed:
+
+- "PyTorch ops": one ``(8, levels, N)`` index tensor built by broadcasting per-axis corner terms,
+  one gather and one weighted sum per feature (``torch.compile`` of it is measured too);
+- "C kernel" (the CPU default when a C compiler works): indices, weights, gather and scatter in
+  one compiled loop (``dream3d/nerf/hashgrid_kernel.c``), run over level ranges on the torch threads.
+
+Before timing, each is checked to give the same outputs and gradients as the reference (table and
+input; the kernel serves points without an input gradient, so its input gradient is the PyTorch ops').
 
 Reported: points per second for one forward + backward (gradient w.r.t. the table, random output
 gradient, as in training), median over ``--repeats`` runs, and the speed-up over the reference.
@@ -30,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import machine, median, print_table, write_results  # noqa: E402
 
 from dream3d.nerf.hashgrid import PRIMES, HashGridConfig, HashGridEncoding, level_layout, tcnn_available  # noqa: E402
+from dream3d.nerf.hashgrid_kernel import kernel_available, kernel_unavailable_reason  # noqa: E402
 
 
 class LoopHashGrid(nn.Module):
@@ -70,28 +77,30 @@ class LoopHashGrid(nn.Module):
         return torch.cat([t.grad for t in self.tables])
 
 
-def check_same(cfg: HashGridConfig, device: str, n: int = 4096) -> dict:
+def check_same(cfg: HashGridConfig, device: str, kernel: str, n: int = 4096) -> dict:
     """Outputs and gradients (table and input) of ours vs the reference, on random points."""
     torch.manual_seed(0)
-    ours = HashGridEncoding(cfg, device=device)
+    ours = HashGridEncoding(cfg, device=device, kernel=kernel)
     with torch.no_grad():  # larger values than the 1e-4 init so differences would show
         ours.params.uniform_(-1.0, 1.0)
     ref = LoopHashGrid(cfg, ours.params.t()).to(device)
     x = torch.rand(n, 3, device=device)
-    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    a, b = ours(xa), ref(xb)
+    xb = x.clone().requires_grad_(True)
+    a, b = ours(x), ref(xb)  # x needs no gradient here: the kernel's path when it is on
     g = torch.randn_like(a)
     a.backward(g)
     b.backward(g)
+    xa = x.clone().requires_grad_(True)  # the input gradient (always the PyTorch ops)
+    (ga,) = torch.autograd.grad(ours(xa), xa, g)
     res = {
         "max_abs_output_diff": float((a - b).detach().abs().max()),
         "max_abs_table_grad_diff": float((ours.params.grad.t() - ref.flat_grad()).abs().max()),
-        "max_rel_input_grad_diff": float((xa.grad - xb.grad).abs().max() / xb.grad.abs().max()),
+        "max_rel_input_grad_diff": float((ga - xb.grad).abs().max() / xb.grad.abs().max()),
     }
     ok = (res["max_abs_output_diff"] < 1e-5 and res["max_abs_table_grad_diff"] < 1e-4
           and res["max_rel_input_grad_diff"] < 1e-4)
     if not ok:
-        raise SystemExit(f"ours and the reference disagree for {cfg}: {res}")
+        raise SystemExit(f"ours ({kernel=}) and the reference disagree for {cfg}: {res}")
     return res
 
 
@@ -144,15 +153,22 @@ def main() -> None:
             L, log2, maxres = (int(v) for v in name.split(":"))
             configs[name] = HashGridConfig.from_max_resolution(maxres, levels=L, log2_table_size=log2)
 
+    kernel = args.device == "cpu" and kernel_available()
+    if args.device == "cpu" and not kernel:
+        print(f"no C kernel row: {kernel_unavailable_reason()}")
     rows, results = [], {}
     for name, cfg in configs.items():
-        check = check_same(cfg, args.device)
+        check = {"ours, PyTorch ops": check_same(cfg, args.device, "off")}
         torch.manual_seed(0)
-        ours = HashGridEncoding(cfg, device=args.device)
+        ours = HashGridEncoding(cfg, device=args.device, kernel="off")
         ref = LoopHashGrid(cfg, ours.params.t()).to(args.device)
-        sides = {"reference (loop)": (ref, list(ref.parameters())), "ours": (ours, [ours.params])}
+        sides = {"reference (loop)": (ref, list(ref.parameters())), "ours, PyTorch ops": (ours, [ours.params])}
+        if kernel:
+            check["ours, C kernel"] = check_same(cfg, args.device, "on")
+            fused = HashGridEncoding(cfg, device=args.device, kernel="on")
+            sides["ours, C kernel"] = (fused, [fused.params])
         if args.compile:
-            comp = HashGridEncoding(cfg, device=args.device)
+            comp = HashGridEncoding(cfg, device=args.device, kernel="off")
             sides["ours + torch.compile"] = (torch.compile(comp, dynamic=True), [comp.params])
             cref = LoopHashGrid(cfg, ours.params.t()).to(args.device)
             sides["reference + torch.compile"] = (torch.compile(cref, dynamic=True), list(cref.parameters()))
@@ -179,10 +195,11 @@ def main() -> None:
                          "speedup_vs_reference": {s: t_ref / v for s, v in t.items()}, "failed": failed}
 
     print(f"hash encoding forward+backward, {args.points} points, {args.device}, "
-          f"{torch.get_num_threads()} thread(s); {machine()}")
+          f"{torch.get_num_threads()} thread(s); {machine()}; the encoding's default here: "
+          f"{'C kernel' if kernel else 'tinycudann' if args.device == 'cuda' and tcnn_available() else 'PyTorch ops'}")
     print_table(["config", "implementation", "M points/s", "ms / step", "vs reference"], rows)
     write_results("hashgrid", {"device": args.device, "points": args.points, "threads": torch.get_num_threads(),
-                               "results": results})
+                               "c_kernel": kernel, "results": results})
 
 
 if __name__ == "__main__":

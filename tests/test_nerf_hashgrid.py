@@ -6,6 +6,7 @@ import torch
 
 from dream3d.errors import UserError
 from dream3d.nerf.hashgrid import PRIMES, HashGridConfig, HashGridEncoding, level_layout, make_encoding
+from dream3d.nerf.hashgrid_kernel import kernel_available, kernel_unavailable_reason
 
 # 6 levels from 8 to 128 per axis, 2^12 rows: levels 0-1 dense (res^3 <= 4096), 2-5 hashed.
 SMALL = HashGridConfig.from_max_resolution(128, levels=6, log2_table_size=12, base_resolution=8)
@@ -128,3 +129,103 @@ def test_init_tcnn_roundtrip_and_errors():
         HashGridConfig(levels=0)
     with pytest.raises(UserError):
         make_encoding(SMALL, "cpu", backend="nope")
+    with pytest.raises(UserError):
+        HashGridEncoding(SMALL, kernel="maybe")
+
+
+# --- the compiled CPU kernel (dream3d/nerf/hashgrid_kernel.c) -------------------------------------
+
+needs_kernel = pytest.mark.skipif(not kernel_available(), reason=f"no hash-grid C kernel: {kernel_unavailable_reason()}")
+
+
+@needs_kernel
+@pytest.mark.parametrize("features", [1, 2, 4, 8])
+def test_kernel_matches_pytorch_ops_and_reference(features):
+    cfg = HashGridConfig.from_max_resolution(128, levels=6, log2_table_size=12, base_resolution=8,
+                                             features_per_level=features)
+    torch.manual_seed(0)
+    fused = HashGridEncoding(cfg, kernel="on")
+    ops = HashGridEncoding(cfg, kernel="off")
+    with torch.no_grad():
+        fused.params.uniform_(-1, 1)
+        ops.params.copy_(fused.params)
+    x = torch.rand(3000, 3) * 1.2 - 0.1  # some points outside [0, 1]: clamped on both paths
+    x[:4] = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [float("nan"), 0.5, 0.5], [0.0, 0.5, 0.5]])
+    a, b = fused(x), ops(x)
+    assert a.grad_fn is not None and "KernelEncode" in type(a.grad_fn).__name__
+    assert "KernelEncode" not in type(b.grad_fn).__name__
+    torch.testing.assert_close(a, b, rtol=0, atol=2e-6)
+    torch.testing.assert_close(a[2], a[3])  # NaN counts as 0
+    ref = reference_encode(x.nan_to_num(0).clamp(0, 1), fused.params.detach().t(), cfg)  # float32, as ours
+    torch.testing.assert_close(a, ref, rtol=0, atol=2e-6)
+    g = torch.randn_like(a)
+    (ga,) = torch.autograd.grad(a, fused.params, g)
+    (gb,) = torch.autograd.grad(b, ops.params, g)
+    torch.testing.assert_close(ga, gb, rtol=0, atol=2e-5)
+
+
+@needs_kernel
+def test_kernel_threads_give_identical_results():
+    """Threads take disjoint level ranges, so any thread count gives bit-identical values."""
+    enc = HashGridEncoding(HashGridConfig.cpu_default(), kernel="on")
+    with torch.no_grad():
+        enc.params.uniform_(-1, 1)
+    x = torch.rand(20000, 3, generator=torch.Generator().manual_seed(3))
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            enc.params.grad = None
+            out = enc(x)
+            out.backward(torch.cos(out))
+            results.append((out.detach(), enc.params.grad.clone()))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+@needs_kernel
+def test_points_needing_an_input_gradient_take_the_pytorch_ops():
+    """Analytic normals need d(out)/dx and its derivative: the kernel's path is skipped for them."""
+    enc = make_encoding(SMALL, "cpu")  # auto: the kernel is on
+    assert enc.use_kernel
+    x = torch.rand(50, 3, requires_grad=True)
+    y = enc(x)
+    assert "KernelEncode" not in type(y.grad_fn).__name__
+    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    (gx ** 2).sum().backward()
+    assert enc.params.grad.abs().sum() > 0
+    with torch.no_grad():  # no graph wanted: the kernel serves it even when x requires grad
+        torch.testing.assert_close(enc(x), y.detach(), rtol=0, atol=2e-6)
+
+
+@needs_kernel
+def test_kernel_build_is_cached_and_atomic(tmp_path, monkeypatch):
+    from dream3d.nerf import hashgrid_kernel
+
+    monkeypatch.setenv("DREAM3D_CACHE", str(tmp_path))
+    cc = hashgrid_kernel._compiler()
+    lib = hashgrid_kernel._build(cc)
+    assert lib.parent == tmp_path / "kernels" and lib.exists()
+    mtime = lib.stat().st_mtime_ns
+    assert hashgrid_kernel._build(cc) == lib and lib.stat().st_mtime_ns == mtime  # found, not rebuilt
+    assert [p.name for p in lib.parent.iterdir()] == [lib.name]  # no temporary files left behind
+
+
+def test_without_a_compiler_auto_falls_back_and_c_is_a_clear_error(monkeypatch):
+    from dream3d.nerf import hashgrid_kernel
+
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    hashgrid_kernel._load.cache_clear()
+    try:
+        assert not kernel_available() and "did not build" in kernel_unavailable_reason()
+        with pytest.warns(UserWarning, match="slower PyTorch ops"):
+            enc = make_encoding(SMALL, "cpu")
+        assert not enc.use_kernel and enc(torch.rand(5, 3)).shape == (5, 12)
+        with pytest.raises(UserError, match="encoding_backend=torch"):
+            make_encoding(SMALL, "cpu", backend="c")
+        assert not make_encoding(SMALL, "cpu", backend="torch").use_kernel  # no warning: asked for
+    finally:
+        monkeypatch.undo()
+        hashgrid_kernel._load.cache_clear()

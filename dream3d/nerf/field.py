@@ -58,7 +58,7 @@ class FieldConfig:
 
     bound: float = 1.0
     encoding: HashGridConfig | None = None
-    encoding_backend: str = "auto"  # "auto" | "torch" | "tcnn"
+    encoding_backend: str = "auto"  # "auto" | "torch" | "c" | "tcnn" (see hashgrid.make_encoding)
     hidden_dim: int = 64
     hidden_layers: int = 1
     density_activation: str = "softplus"
