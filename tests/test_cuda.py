@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dream3d.nerf.field import FieldConfig, NeRFField
-from dream3d.nerf.hashgrid import HashGridConfig, HashGridEncoding
+from dream3d.nerf.hashgrid import HashGridConfig, HashGridEncoding, tcnn_available
 from dream3d.nerf.renderer import RendererConfig, VolumeRenderer
 from dream3d.shapes.camera import Camera
 
@@ -33,6 +33,29 @@ def test_hash_encoding_on_cuda_matches_cpu(cfg):
     a.backward(g)
     b.backward(g.cuda())
     torch.testing.assert_close(gpu.params.grad.cpu(), cpu.params.grad, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not tcnn_available(), reason="needs tinycudann (not on PyPI; see the README)")
+@pytest.mark.parametrize("cfg", [HashGridConfig.cpu_default(), HashGridConfig()], ids=["cpu-default", "ngp"])
+def test_tinycudann_matches_ours(cfg):  # pragma: no cover - machines with tinycudann only
+    """Same parameterisation: tinycudann's HashGrid given our table (in its layout) gives our values
+    and our table gradient."""
+    from dream3d.nerf.hashgrid import TcnnEncoding
+
+    ours = HashGridEncoding(cfg, device="cuda")
+    theirs = TcnnEncoding(cfg, "cuda")
+    assert theirs.params.numel() == ours.params.numel()
+    with torch.no_grad():
+        ours.params.copy_(torch.randn(ours.params.shape, generator=torch.Generator().manual_seed(1)))
+        theirs.params.copy_(ours.tcnn_params().to(theirs.params.dtype))
+    x = torch.rand(8192, 3, generator=torch.Generator().manual_seed(2)).cuda()
+    a, b = ours(x), theirs(x)
+    torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    g = torch.randn(a.shape, generator=torch.Generator().manual_seed(3)).cuda()
+    a.backward(g)
+    b.backward(g)
+    F, rows = ours.params.shape
+    torch.testing.assert_close(theirs.params.grad.float().reshape(rows, F).t(), ours.params.grad, atol=1e-3, rtol=1e-3)
 
 
 @pytest.mark.parametrize("backend", ["torch", "auto"])

@@ -37,6 +37,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("hashgrid_kernel.c")
 FLAGS = ("-O3", "-std=c99", "-shared", "-fPIC")
+LIBS = ("-lm",)  # floorf (usually inlined)
 
 
 def cache_dir() -> Path:
@@ -61,7 +62,7 @@ def _build(cc: list[str]) -> Path:
     """Compile the kernel (or find it built) and return the library's path; raises OSError or
     RuntimeError with the compiler's first error line."""
     version = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256(SOURCE.read_bytes() + "\0".join([*cc, version, *FLAGS, platform.machine()]).encode())
+    key = hashlib.sha256(SOURCE.read_bytes() + "\0".join([*cc, version, *FLAGS, *LIBS, platform.machine()]).encode())
     name = f"hashgrid_kernel-{key.hexdigest()[:16]}.so"
     for folder in (cache_dir(), Path(tempfile.gettempdir()) / "dream3d-kernels"):
         lib = folder / name
@@ -74,7 +75,7 @@ def _build(cc: list[str]) -> Path:
             continue  # cache not writable: try the temporary folder
         os.close(fd)
         try:
-            done = subprocess.run([*cc, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+            done = subprocess.run([*cc, *FLAGS, str(SOURCE), "-o", tmp, *LIBS], capture_output=True, text=True, timeout=300)
             if done.returncode != 0:
                 lines = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
                 raise RuntimeError(f"'{' '.join(cc)}' failed: {lines[0] if lines else f'exit {done.returncode}'}")
