@@ -325,7 +325,7 @@ class Txt2MeshRun:
             "prompt": self.cfg.prompt, "seed": self.cfg.seed, "steps": self.step, "seconds": round(self.seconds, 1),
             "steps_per_second": round(self.step / self.seconds, 3) if self.seconds else None,
             "peak_memory_mb": round(peak), "device": str(self.device), "dtype": dtype_name(self.core.dtype),
-            "model": self.core.source, "skipped_steps": self.skipped,
+            "model": self.core.source, "encoding_backend": self.field.encoding.backend, "skipped_steps": self.skipped,
             "final_loss": sum(h["loss"] for h in last) / max(1, len(last)),
             "export": export_info,
         }

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dream3d.cli import main
+from dream3d.nerf.hashgrid_kernel import kernel_available
 from dream3d.text_to_3d import Txt2MeshRun, load_txt2mesh_config, run_txt2mesh
 
 FAST = [
@@ -86,6 +87,7 @@ def test_outputs_of_a_short_run(tiny_model, tmp_path):
     for name in ("config.yaml", "metrics.json", "checkpoints/last.pt", "val/step-00002.png"):
         assert (tmp_path / name).is_file(), name
     assert metrics["steps"] == 2 and metrics["peak_memory_mb"] > 0 and metrics["seconds"] > 0
+    assert metrics["encoding_backend"] == ("c" if kernel_available() else "torch")  # what served the points
     again = load_txt2mesh_config("x", config=tmp_path / "config.yaml")
     assert again.cameras.height == 16 and again.steps == 2 and again.prompt == "x"  # the prompt given wins
 

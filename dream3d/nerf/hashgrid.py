@@ -304,6 +304,7 @@ class HashGridEncoding(nn.Module):
             why = kernel_unavailable_reason() if on_cpu else "the hash-grid C kernel runs on the CPU only"
             raise UserError(f"{why}; use encoding_backend=torch or auto")
         self.use_kernel = on_cpu and kernel != "off" and kernel_available()
+        self.backend = "c" if self.use_kernel else "torch"  # make_encoding's name for what serves CPU points
         if on_cpu and kernel == "auto" and not self.use_kernel:
             warnings.warn(f"{kernel_unavailable_reason()}; the hash encoding uses the slower PyTorch ops", stacklevel=2)
         self.cfg = cfg
@@ -365,6 +366,8 @@ class HashGridEncoding(nn.Module):
 
 class TcnnEncoding(nn.Module):
     """tinycudann's HashGrid behind our interface (float32 output, same (N, L*F) layout)."""
+
+    backend = "tcnn"
 
     def __init__(self, cfg: HashGridConfig, device=None):
         super().__init__()
