@@ -7,7 +7,7 @@ faster than our PyTorch ops (``benchmarks/hashgrid.py``), with the same results 
 rounding (sums in another order).
 
 It is plain C99 with no Python or torch headers. On first use it is compiled with the system C
-compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``; well under a second) into
+compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``; about a second) into
 ``$DREAM3D_CACHE/kernels`` (default ``~/.cache/dream3d/kernels``). The file name carries a hash
 of the source, the compiler's version and the flags. The library is written to a temporary file
 and renamed into place, so a killed build never leaves a broken library. It is loaded with
