@@ -269,14 +269,14 @@ class _KernelEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, table, x, kernel):
         ctx.save_for_backward(x)
-        ctx.kernel, ctx.rows = kernel, table.shape[1]
+        ctx.kernel = kernel
         return kernel.forward(x, table)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         (x,) = ctx.saved_tensors
-        grad_table = ctx.kernel.backward(x, grad_out.float().contiguous(), ctx.rows) if ctx.needs_input_grad[0] else None
+        grad_table = ctx.kernel.backward(x, grad_out.contiguous()) if ctx.needs_input_grad[0] else None
         return grad_table, None, None
 
 
@@ -303,9 +303,8 @@ class HashGridEncoding(nn.Module):
         if kernel == "on" and not (on_cpu and kernel_available()):
             why = kernel_unavailable_reason() if on_cpu else "the hash-grid C kernel runs on the CPU only"
             raise UserError(f"{why}; use encoding_backend=torch or auto")
-        self.use_kernel = on_cpu and kernel != "off" and kernel_available()
-        self.backend = "c" if self.use_kernel else "torch"  # make_encoding's name for what serves CPU points
-        if on_cpu and kernel == "auto" and not self.use_kernel:
+        use_kernel = on_cpu and kernel != "off" and kernel_available()
+        if on_cpu and kernel == "auto" and not use_kernel:
             warnings.warn(f"{kernel_unavailable_reason()}; the hash encoding uses the slower PyTorch ops", stacklevel=2)
         self.cfg = cfg
         layout = level_layout(cfg)
@@ -324,7 +323,12 @@ class HashGridEncoding(nn.Module):
         table = torch.empty(cfg.features_per_level, layout.rows, dtype=dtype).uniform_(-1e-4, 1e-4)
         self.params = nn.Parameter(table.to(device))
         self.kernel = KernelLayout(layout.scale, layout.resolution, layout.size, layout.offset, layout.hashed,
-                                   cfg.features_per_level, self.hash_mask) if self.use_kernel else None
+                                   cfg.features_per_level, self.hash_mask) if use_kernel else None
+
+    @property
+    def backend(self) -> str:
+        """make_encoding's name for what serves CPU float32 points: ``"c"`` (the kernel) or ``"torch"``."""
+        return "c" if self.kernel is not None else "torch"
 
     @property
     def output_dim(self) -> int:

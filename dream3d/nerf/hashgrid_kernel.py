@@ -129,6 +129,7 @@ class KernelLayout:
         self.offset = torch.tensor(offset, dtype=torch.int64)
         self.hashed = torch.tensor(hashed, dtype=torch.uint8)
         self.levels, self.features, self.mask = int(self.scale.shape[0]), int(features), int(mask)
+        self.rows = int(offset[-1] + size[-1])
 
     def _run(self, backward: bool, x: torch.Tensor, table: torch.Tensor, values: torch.Tensor) -> None:
         """``hashgrid_pass`` over all levels, split into contiguous level ranges run on torch's
@@ -153,8 +154,8 @@ class KernelLayout:
         self._run(False, x, table, out)
         return out
 
-    def backward(self, x: torch.Tensor, grad_out: torch.Tensor, rows: int) -> torch.Tensor:
+    def backward(self, x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
         """The table's gradient ``(F, rows)`` for ``grad_out (N, L * F)`` float32 contiguous."""
-        grad_table = torch.zeros(self.features, rows, dtype=torch.float32)
+        grad_table = torch.zeros(self.features, self.rows, dtype=torch.float32)
         self._run(True, x, grad_table, grad_out)
         return grad_table
