@@ -18,20 +18,3 @@ class ConfigError(UserError):
 
 class ModelLoadError(UserError):
     """A model that cannot be found or is not in the expected layout."""
-
-
-class MissingDependencyError(UserError):
-    """An optional package needed for the requested feature is not installed."""
-
-
-def require(module: str, feature: str, pip_name: str | None = None):
-    """Import an optional module, or raise a one-line error that says how to install it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise MissingDependencyError(
-            f"{feature} needs the package '{pip_name or module}' ({e}); install it with "
-            f"'pip install {pip_name or module}'"
-        ) from None

@@ -6,8 +6,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .config import from_dict, to_dict
+from .diffusion.core import LatentDiffusion
 from .errors import UserError
+from .io import ensure_writable_dir, save_image, write_json
+from .prior.vocabulary import warn_unknown_words
 
 
 @dataclass
@@ -42,11 +47,6 @@ def txt2img(prompt: str, output: str | Path | None = None, progress: bool = True
 
 def run_txt2img(cfg: Txt2ImgConfig, output: str | Path | None = None, progress: bool = True):
     """Run ``cfg``; returns (images, record) where record is what ``txt2img.json`` holds."""
-    import torch
-
-    from .diffusion.core import LatentDiffusion
-    from .io import ensure_writable_dir, save_image, write_json
-
     if not cfg.prompt.strip():
         raise UserError("the prompt is empty; pass some text, e.g. dream3d txt2img \"a red cube, side view\"")
     if cfg.steps < 1:
@@ -54,6 +54,8 @@ def run_txt2img(cfg: Txt2ImgConfig, output: str | Path | None = None, progress: 
     if cfg.guidance < 0:
         raise UserError(f"guidance must be >= 0, got {cfg.guidance}; use e.g. --guidance 7.5")
     out_dir = ensure_writable_dir(output) if output is not None else None
+    if cfg.model in (None, "shapes"):
+        warn_unknown_words(cfg.prompt)
 
     start = time.perf_counter()
     core = LatentDiffusion.from_pretrained(cfg.model, device=cfg.device, dtype=cfg.dtype)

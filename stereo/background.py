@@ -99,10 +99,3 @@ def match_colour_uint8(background: Any, left: Any, mode: str = "default") -> np.
     scaled = colour_lut(background, left, mode) * 255.0
     table = np.trunc(np.nan_to_num(scaled)) if mode == "reference" else np.rint(np.clip(scaled, 0.0, 255.0))
     return _apply(table.astype(np.uint8), background)
-
-
-def choose_background(candidates: Sequence[Any], rng: np.random.Generator) -> int:
-    """Index of a background among ``candidates``, uniformly at random (may be the image itself)."""
-    if len(candidates) == 0:
-        raise ValueError("no background candidates")
-    return int(rng.integers(len(candidates)))

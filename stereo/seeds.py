@@ -9,18 +9,11 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
-
 
 def sample_seed(global_seed: int, name: str) -> int:
     """A 63-bit seed from ``(global_seed, name)``: SHA-256 of ``"<global_seed>/<name>"``."""
     digest = hashlib.sha256(f"{int(global_seed)}/{name}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-def sample_rng(global_seed: int, name: str) -> np.random.Generator:
-    """``numpy.random.default_rng(sample_seed(global_seed, name))``."""
-    return np.random.default_rng(sample_seed(global_seed, name))
 
 
 def shard_of(name: str, num_shards: int) -> int:

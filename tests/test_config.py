@@ -1,9 +1,9 @@
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytest
 
-from dream3d.config import ConfigError, load_config, merge, save_config, to_dict, from_dict
+from dream3d.config import ConfigError, from_dict, load_config, save_config, to_dict
 
 
 @dataclass
@@ -86,8 +86,71 @@ def test_save_and_reload_round_trip(tmp_path):
     assert to_dict(again)["guidance"]["t_range"] == [0.2, 0.5]
 
 
-def test_merge_checks_keys():
-    cfg = from_dict(Run, {})
-    assert merge(cfg, {"guidance.scale": 3}).guidance.scale == 3.0
+def test_values_layer_sits_between_the_file_and_the_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 20\nguidance:\n  scale: 50\n")
+    cfg = load_config(Run, path, ["steps=7"], values={"steps": 9, "guidance": {"t_range": [0.1, 0.2]}, "lr": 0.5})
+    assert cfg.steps == 7 and cfg.lr == 0.5  # the override wins over the values
+    assert cfg.guidance.scale == 50.0 and cfg.guidance.t_range == (0.1, 0.2)  # nested values merge with the file
     with pytest.raises(ConfigError, match="'guidance.nope'"):
-        merge(cfg, {"guidance.nope": 1})
+        load_config(Run, None, values={"guidance": {"nope": 1}})
+
+
+# -- parts chosen by ``kind:`` ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shared:
+    renamed_keys: ClassVar[dict[str, str]] = {"mode": "kind"}
+    t_min: float = 0.02
+
+
+@dataclass(frozen=True)
+class Sds(Shared):
+    kind: Literal["sds"] = "sds"
+    scale: float = 100.0
+
+
+@dataclass(frozen=True)
+class Target(Shared):
+    kind: Literal["target"] = "target"
+    steps: int = 8
+
+
+@dataclass
+class Composed:
+    guidance: Sds | Target = field(default_factory=Sds)
+
+
+def test_kind_picks_the_class_and_keys_of_other_kinds_are_errors(tmp_path):
+    assert load_config(Composed).guidance == Sds()
+    cfg = load_config(Composed, None, ["guidance.kind=target", "guidance.steps=3"])
+    assert cfg.guidance == Target(steps=3)
+    with pytest.raises(ConfigError, match=r"'guidance.scale' \(kind 'target'\)") as info:
+        load_config(Composed, None, ["guidance.kind=target", "guidance.scale=50"])
+    assert "valid keys here: kind, steps, t_min" in str(info.value)
+    with pytest.raises(ConfigError, match="'guidance.kind' is 'vsd'; choose one of 'sds', 'target'"):
+        load_config(Composed, None, ["guidance.kind=vsd"])
+    path = tmp_path / "c.yaml"
+    path.write_text("guidance:\n  kind: target\n  scale: 5\n")
+    with pytest.raises(ConfigError, match="'guidance.scale'"):
+        load_config(Composed, path)
+
+
+def test_switching_kind_keeps_shared_keys_and_drops_the_others(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("guidance:\n  kind: target\n  steps: 4\n  t_min: 0.2\n")
+    cfg = load_config(Composed, path, ["guidance.kind=sds"])
+    assert cfg.guidance == Sds(t_min=0.2)  # t_min is shared; target's steps does not leak into sds
+    assert load_config(Composed, path, ["guidance.mode=sds"]) == cfg  # the old name of kind
+    assert load_config(Composed, path, ["guidance.t_min=0.3"]).guidance == Target(steps=4, t_min=0.3)
+    both = tmp_path / "both.yaml"
+    both.write_text("guidance:\n  mode: sds\n  kind: target\n")
+    with pytest.raises(ConfigError, match="'mode' and 'kind' are the same setting"):
+        load_config(Composed, both)
+
+
+def test_kind_round_trips_and_dataclass_values_replace_the_part(tmp_path):
+    cfg = load_config(Composed, None, ["guidance.kind=target"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(Composed, tmp_path / "config.yaml") == cfg
+    assert load_config(Composed, tmp_path / "config.yaml", values={"guidance": Sds(scale=3.0)}).guidance == Sds(scale=3.0)

@@ -8,10 +8,14 @@ UNet on CUDA), hence tolerances rather than equality after the first step.
 import pytest
 import torch
 
-from dream3d.nerf.field import FieldConfig, NeRFField
-from dream3d.nerf.hashgrid import HashGridConfig, HashGridEncoding, tcnn_available
-from dream3d.nerf.renderer import RendererConfig, VolumeRenderer
-from dream3d.shapes.camera import Camera
+from dream3d.cameras import Camera
+from dream3d.diffusion.build import build_components
+from dream3d.geometry.hashgrid import HashGridConfig, HashGridEncoding, TcnnEncoding, tcnn_available
+from dream3d.geometry.nerf import NeRFConfig, NeRFGeometry
+from dream3d.prior.train import PriorTrainConfig, model_spec, unet_stage
+from dream3d.renderers.volume import VolumeRenderer, VolumeRendererConfig
+from dream3d.text_to_3d import load_txt2mesh_config, run_txt2mesh
+from dream3d.trainer import StagedRun
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -40,8 +44,6 @@ def test_hash_encoding_on_cuda_matches_cpu(cfg):
 def test_tinycudann_matches_ours(cfg):  # pragma: no cover - machines with tinycudann only
     """Same parameterisation: tinycudann's HashGrid given our table (in its layout) gives our values
     and our table gradient."""
-    from dream3d.nerf.hashgrid import TcnnEncoding
-
     ours = HashGridEncoding(cfg, device="cuda")
     theirs = TcnnEncoding(cfg, "cuda")
     assert theirs.params.numel() == ours.params.numel()
@@ -62,16 +64,16 @@ def test_tinycudann_matches_ours(cfg):  # pragma: no cover - machines with tinyc
 def test_field_render_on_cuda_matches_cpu(backend):
     """Our renderer on the CPU vs on CUDA (``auto`` = nerfacc's packed kernels when they load):
     the same images and the same parameter gradients."""
-    cfg = FieldConfig(encoding=HashGridConfig.cpu_default(), hidden_dim=32, normal_method="finite_difference")
+    cfg = NeRFConfig(encoding=HashGridConfig.cpu_default(), hidden_dim=32, normal_method="finite_difference")
     torch.manual_seed(0)
-    f_cpu = NeRFField(cfg)
+    f_cpu = NeRFGeometry(cfg)
     torch.manual_seed(0)
-    f_gpu = NeRFField(cfg, device="cuda")
-    r_cpu = VolumeRenderer(f_cpu, cfg=RendererConfig(grid=None, backend="torch"))
-    r_gpu = VolumeRenderer(f_gpu, cfg=RendererConfig(grid=None, backend=backend))
+    f_gpu = NeRFGeometry(cfg, device="cuda")
+    r_cpu = VolumeRenderer(f_cpu, cfg=VolumeRendererConfig(grid=None, backend="torch"))
+    r_gpu = VolumeRenderer(f_gpu, cfg=VolumeRendererConfig(grid=None, backend=backend))
     o, d = Camera(20.0, 30.0, 2.5, 45.0, 24, 24).rays()
-    a = r_cpu(o, d, normals=True)
-    b = r_gpu(o.cuda(), d.cuda(), normals=True)
+    a = r_cpu.render_rays(o, d, normals=True)
+    b = r_gpu.render_rays(o.cuda(), d.cuda(), normals=True)
     assert float(a["opacity"].detach().max()) > 0.5  # the density blob is in view
     for key in ("rgb", "opacity", "depth", "normal"):
         torch.testing.assert_close(b[key].cpu(), a[key], atol=1e-4, rtol=1e-4, msg=key)
@@ -86,12 +88,10 @@ def test_field_render_on_cuda_matches_cpu(backend):
 def test_txt2mesh_on_cuda_follows_the_cpu_run(tiny_model, tmp_path):
     """Same config and seed on both devices (fp32): the first step's loss agrees, the run finishes on
     CUDA and exports a mesh."""
-    from dream3d.text_to_3d import load_txt2mesh_config, run_txt2mesh
-
     fast = ["cameras.height=16", "cameras.width=16", "cameras.batch=1", "renderer.sampler.num_samples=24",
             "renderer.grid.resolution=16", "renderer.grid.warmup_steps=2", "renderer.grid.update_every=2",
             "export.resolution=24", "export.turntable_source=field", "export.turntable_formats=[gif]",
-            "export.turntable_frames=2", "export.turntable_size=16", "guidance.denoise_steps=2", "val_every=0",
+            "export.turntable_frames=2", "export.turntable_size=16", "val_every=0",
             "val_size=16", "steps=4", "checkpoint_every=0", "dtype=fp32", "geometry.encoding.levels=8",
             "geometry.encoding.log2_table_size=15"]
     runs = {}
@@ -101,7 +101,7 @@ def test_txt2mesh_on_cuda_follows_the_cpu_run(tiny_model, tmp_path):
     assert runs["cuda"]["device"].startswith("cuda") and runs["cuda"]["steps"] == 4
     first = {}
     for device in runs:
-        ckpt = torch.load(tmp_path / device / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+        ckpt = torch.load(tmp_path / device / "checkpoints" / "coarse.pt", map_location="cpu", weights_only=False)
         first[device] = ckpt["history"][0]["loss"]
     assert first["cuda"] == pytest.approx(first["cpu"], rel=2e-2)
     assert (tmp_path / "cuda" / "mesh.glb").is_file() and (tmp_path / "cuda" / "turntable.gif").is_file()
@@ -109,9 +109,6 @@ def test_txt2mesh_on_cuda_follows_the_cpu_run(tiny_model, tmp_path):
 
 def test_prior_unet_stage_trains_on_cuda_like_on_the_cpu(tmp_path):
     """``dream3d prior train`` on a GPU: the same seeded draws (CPU generator) give the same first losses."""
-    from dream3d.diffusion.build import build_components
-    from dream3d.prior.train import Checkpoint, PriorTrainConfig, model_spec, train_unet
-
     cfg = PriorTrainConfig(vae_channels=(8, 16), unet_channels=(16, 32), unet_cross_attention_blocks=(False, True),
                            unet_heads=2, text_hidden=16, text_layers=1, text_heads=2, unet_steps=30, batch=4,
                            warmup_steps=1, lr=3e-3, checkpoint_every=100)
@@ -120,7 +117,8 @@ def test_prior_unet_stage_trains_on_cuda_like_on_the_cpu(tmp_path):
     records = {}
     for device in ("cpu", "cuda"):
         parts = build_components(model_spec(cfg), seed=0)
-        records[device] = train_unet(parts, images, captions, cfg, Checkpoint(tmp_path / device, "unet"), False, device)
+        stage = unet_stage(lambda: parts, lambda: images, lambda: captions, cfg, device)
+        records[device] = StagedRun([stage], tmp_path / device, progress=False).run()["unet"]
         assert next(parts["unet"].parameters()).device.type == "cpu"  # handed back on the CPU, ready to save
     assert records["cuda"]["final_loss"] < records["cuda"]["first_loss"]
     assert abs(records["cuda"]["first_loss"] - records["cpu"]["first_loss"]) < 3e-2 * records["cpu"]["first_loss"]

@@ -1,30 +1,29 @@
 """Export: density -> mesh (auto iso level, floaters, colours), +Y-up files, turntable videos."""
 
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-from torch import nn
+import trimesh
 
 from dream3d.errors import UserError
-from dream3d.nerf.export import (
-    ExportConfig,
-    auto_threshold,
-    export_field,
-    extract_mesh,
-    render_turntable,
-    write_mesh,
-    write_turntable,
-)
+from dream3d.export import ExportConfig, export_asset
+from dream3d.export.mesh import write_mesh
+from dream3d.export.turntable import render_turntable, write_turntable
+from dream3d.geometry.base import Geometry
+from dream3d.geometry.hashgrid import HashGridConfig
+from dream3d.geometry.isosurface import auto_threshold, density_grid, extract_mesh
+from dream3d.geometry.nerf import NeRFConfig, NeRFGeometry
 
 
-class EllipsoidField(nn.Module):
+class EllipsoidField(Geometry):
     """Soft ellipsoid with semi-axes (0.3, 0.3, 0.6) along world x, y, z (so its long axis is +Z,
     world up), red on top (z > 0) and blue below; optional small far-away floater."""
 
     def __init__(self, sharpness=200.0, peak=50.0, floater=False):
         super().__init__()
         self.bound, self.sharpness, self.peak, self.floater = 1.0, sharpness, peak, floater
-        self.dummy = nn.Parameter(torch.zeros(()))
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
 
     def density(self, x):
         r = (x / torch.tensor([0.3, 0.3, 0.6])).norm(dim=-1)
@@ -39,9 +38,10 @@ class EllipsoidField(nn.Module):
         return {"sigma": self.density(x), "albedo": albedo}
 
     def density_grid(self, resolution=128, chunk=65536):
-        from dream3d.nerf.field import density_grid
-
         return density_grid(self.density, self.bound, resolution, chunk)
+
+    def export_mesh(self, resolution=128, threshold="auto", keep_fraction=0.1):
+        return extract_mesh(self, resolution, threshold, keep_fraction)
 
 
 def test_auto_threshold_matches_rendered_silhouette():
@@ -76,11 +76,8 @@ def test_floaters_removed_and_colours_kept():
 
 
 def test_export_round_trip_is_y_up_with_colours(tmp_path):
-    import imageio.v2 as imageio
-    import trimesh
-
     cfg = ExportConfig(resolution=48, turntable_frames=5, turntable_size=31, fps=5)
-    summary = export_field(EllipsoidField(), tmp_path, cfg)
+    summary = export_asset(EllipsoidField(), tmp_path, cfg)
     for name in ("mesh.glb", "mesh.obj", "mesh.ply", "turntable.mp4", "turntable.gif", "export.json"):
         assert (tmp_path / name).is_file() and (tmp_path / name).stat().st_size > 0, name
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
@@ -118,12 +115,9 @@ def test_turntable_frames_show_the_object_and_validate(tmp_path):
 
 
 def test_export_of_a_nerf_field_with_field_turntable(tmp_path):
-    from dream3d.nerf.field import FieldConfig, NeRFField
-    from dream3d.nerf.hashgrid import HashGridConfig
-
-    field = NeRFField(FieldConfig(encoding=HashGridConfig.from_max_resolution(64, levels=4, log2_table_size=12)))
+    field = NeRFGeometry(NeRFConfig(encoding=HashGridConfig.from_max_resolution(64, levels=4, log2_table_size=12)))
     cfg = ExportConfig(resolution=32, turntable_frames=2, turntable_size=16, turntable_source="field")
-    summary = export_field(field, tmp_path, cfg)
+    summary = export_asset(field, tmp_path, cfg)
     # the initial blob: a ball of radius ~0.5 around the origin
     assert 0.7 < max(summary["extent_world_xyz"]) < 1.3
     assert (tmp_path / "turntable.gif").is_file()
@@ -131,10 +125,10 @@ def test_export_of_a_nerf_field_with_field_turntable(tmp_path):
 
 def test_turntable_formats_choose_the_files(tmp_path):
     cfg = ExportConfig(resolution=24, turntable_frames=2, turntable_size=16, turntable_formats=("gif",))
-    summary = export_field(EllipsoidField(), tmp_path / "gif", cfg)
+    summary = export_asset(EllipsoidField(), tmp_path / "gif", cfg)
     assert set(summary["files"]) >= {"glb", "gif"} and "mp4" not in summary["files"]
     assert not (tmp_path / "gif" / "turntable.mp4").exists()
-    none = export_field(EllipsoidField(), tmp_path / "none", ExportConfig(resolution=24, turntable_formats=()))
+    none = export_asset(EllipsoidField(), tmp_path / "none", ExportConfig(resolution=24, turntable_formats=()))
     assert none["turntable_frames"] == 0 and not list((tmp_path / "none").glob("turntable.*"))
     assert (tmp_path / "none" / "mesh.ply").is_file()
     with pytest.raises(UserError, match="webm"):

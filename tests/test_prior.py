@@ -5,9 +5,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
 
+from dream3d.cli import main
+from dream3d.diffusion.build import build_components
+from dream3d.diffusion.core import LatentDiffusion
 from dream3d.diffusion.loading import bundled_prior_path
-from dream3d.prior.train import PriorTrainConfig, train_prior
+from dream3d.diffusion.schedulers import make_scheduler
+from dream3d.prior.evaluate import PriorEvalConfig, evaluate_prior
+from dream3d.prior.train import PriorTrainConfig, model_spec, train_prior, vae_stage
+from dream3d.trainer import StagedRun
 
 TINY = dict(
     views_per_object=1, ss=1, vae_channels=[8, 16], vae_steps=4, vae_batch=4, unet_channels=[16, 32], unet_cross_attention_blocks=[False, True],
@@ -17,10 +25,6 @@ TINY = dict(
 
 
 def test_bundled_prior_loads_in_diffusers_and_core():
-    from diffusers import StableDiffusionPipeline
-
-    from dream3d.diffusion.core import LatentDiffusion
-
     path = bundled_prior_path()
     assert (path / "model_index.json").is_file(), "the bundled prior is missing from the package"
     size_mb = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and "train" not in f.parts) / 2**20
@@ -31,15 +35,13 @@ def test_bundled_prior_loads_in_diffusers_and_core():
     assert core.default_size == 32 and core.vae_scale_factor == 4
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     a = core.sample("a red cube, side view", steps=4, scheduler="ddim", generator=g(), output="np", progress=False)
-    pipe.scheduler = __import__("dream3d.diffusion.schedulers", fromlist=["x"]).make_scheduler("ddim", core.scheduler_config)
+    pipe.scheduler = make_scheduler("ddim", core.scheduler_config)
     b = pipe("a red cube, side view", num_inference_steps=4, generator=g(), output_type="np").images
     assert np.abs((a * 255).round() - (b * 255).round()).max() <= 1
 
 
 def test_prior_is_red_for_red_prompts():
     """A cheap sanity check of the trained weights: "a red ..." is mostly red, "a blue ..." mostly blue."""
-    from dream3d.diffusion.core import LatentDiffusion
-
     core = LatentDiffusion.from_pretrained("shapes", device="cpu")
     imgs = core.sample(["a red sphere, front view", "a blue sphere, front view"], steps=10, scheduler="dpm",
                        generator=torch.Generator().manual_seed(0), output="np", progress=False)
@@ -66,9 +68,6 @@ def test_a_few_training_steps_reduce_the_loss(tmp_path, prediction_type):
 
 def test_vae_rgb_preview_channels_follow_the_image(tmp_path):
     """With ``vae_rgb_weight`` the first three latent channels learn the image box-averaged to latent size."""
-    from dream3d.diffusion.build import build_components
-    from dream3d.prior.train import Checkpoint, model_spec, train_vae
-
     g = torch.Generator().manual_seed(0)
     images = torch.rand(16, 3, 1, 1, generator=g).expand(16, 3, 16, 16).clone()  # flat colours
     images[:, :, 4:12, 4:12] = torch.rand(16, 3, 1, 1, generator=g)  # a square of another colour
@@ -76,7 +75,7 @@ def test_vae_rgb_preview_channels_follow_the_image(tmp_path):
     def preview_error(weight):
         cfg = PriorTrainConfig(**{**TINY, "size": 16, "vae_steps": 80, "vae_lr": 3e-3, "vae_rgb_weight": weight})
         vae = build_components(model_spec(cfg), seed=0)["vae"]
-        train_vae(vae, images, cfg, Checkpoint(tmp_path / str(weight), "vae"), progress=False)
+        StagedRun([vae_stage(lambda: vae, lambda: images, cfg)], tmp_path / str(weight), progress=False).run()
         with torch.no_grad():
             latents = vae.encode(images * 2 - 1).latent_dist.mean
         preview = torch.nn.functional.avg_pool2d(images * 2 - 1, images.shape[-1] // latents.shape[-1])
@@ -87,8 +86,6 @@ def test_vae_rgb_preview_channels_follow_the_image(tmp_path):
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
     cfg = PriorTrainConfig(**TINY)
     train_prior(cfg, tmp_path / "a", progress=False)
 
@@ -116,8 +113,6 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
 
 
 def test_eval_runs_on_a_small_subset(tiny_model, tmp_path):
-    from dream3d.prior.evaluate import PriorEvalConfig, evaluate_prior
-
     cfg = PriorEvalConfig(model=str(tiny_model), samples_per_prompt=1, steps=2, objects=2, classifier_check_views=2,
                           classifier_steps=30)
     record = evaluate_prior(cfg, tmp_path, progress=False)
@@ -133,8 +128,6 @@ def test_eval_runs_on_a_small_subset(tiny_model, tmp_path):
     ("vae_from=/no/such/model", "/no/such/model"),
 ])
 def test_prior_train_bad_config_is_one_line_exit_2(tmp_path, capsys, override, message):
-    from dream3d.cli import main
-
     code = main(["prior", "train", "-o", str(tmp_path / "p"), override])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err

@@ -1,6 +1,6 @@
 import numpy as np
 
-from dream3d.nerf.export import to_gltf_frame
+from dream3d.export.mesh import to_gltf_frame
 from dream3d.shapes.meshes import shape_mesh
 from dream3d.shapes.objects import COLOURS
 from dream3d.shapes.scoring import load_asset, score_asset

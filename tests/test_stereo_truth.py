@@ -10,9 +10,8 @@ view - column ``x + right_disparity``, both neighbouring pixels - is visible in 
 import numpy as np
 import pytest
 
+from dream3d.shapes import stereo_scene
 from stereo import forward_warp
-
-stereo_scene = pytest.importorskip("dream3d.shapes.stereo_scene", reason="the shapes world's stereo scenes are not available")
 
 SEEDS = [0, 1, 2]
 MIN_PSNR_DB = 30.0

@@ -289,7 +289,6 @@ def test_cli_generate_with_a_depth_model(tmp_path, capsys, tiny_depth_model):
 
 
 def test_cli_shapes_then_generate_needs_no_download(tmp_path, capsys):
-    pytest.importorskip("dream3d.shapes.stereo_scene")
     inputs = tmp_path / "shapes"
     assert cli("shapes", inputs, "--count", 2, "--height", 64, "--width", 256) == 0
     assert sorted(os.listdir(inputs / "images")) == ["scene-00000.png", "scene-00001.png"]

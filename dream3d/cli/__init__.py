@@ -5,15 +5,16 @@ parser and sets ``func`` to a function taking the parsed arguments. Library code
 this package; the CLI only parses arguments, calls the library and reports.
 
 Errors: a :class:`dream3d.errors.UserError` is printed as one line and exits with code 2 (no
-traceback); Ctrl-C exits with 130 after the command's own clean-up has run.
+traceback); Ctrl-C exits with 130 after the command's own clean-up has run. Warnings print as one
+line each (``dream3d: warning: ...``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
+import warnings
 
 from ..errors import UserError
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    warnings.formatwarning = _one_line_warning
     try:
         result = args.func(args)
     except UserError as e:
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dream3d {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"dream3d: warning: {message}\n"
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:

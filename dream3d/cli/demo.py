@@ -33,7 +33,7 @@ def run(args) -> int:
         _contact_sheet(out, args.seed)
     mesh_dir = out / "txt2mesh" / args.prompt.replace(" ", "-")
     cfg = load_txt2mesh_config(args.prompt, seed=args.seed, overrides=args.overrides)
-    resume = (mesh_dir / "checkpoints" / "last.pt").is_file()
+    resume = (mesh_dir / "checkpoints").is_dir() and any((mesh_dir / "checkpoints").glob("*.pt"))
     metrics = run_txt2mesh(cfg, mesh_dir, resume=resume)
     print(f"demo done: {args.prompt!r} in {metrics['seconds']:.0f} s\n"
           f"  mesh:      {mesh_dir}/mesh.glb (also .obj, .ply)\n"

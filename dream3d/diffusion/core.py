@@ -74,8 +74,8 @@ class LatentDiffusion:
         for module in (self.vae, self.text_encoder, self.unet):
             module.requires_grad_(False)
             module.eval()
-        betas_scheduler = make_scheduler("ddpm", self.scheduler_config)
-        self.alphas_cumprod = betas_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
+        self.noise_scheduler = make_scheduler("ddpm", self.scheduler_config)  # the training schedule: betas, add_noise
+        self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -199,9 +199,9 @@ class LatentDiffusion:
         return abar.reshape(-1, *([1] * (like.ndim - 1)))
 
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """Forward process: ``sqrt(abar_t) * x0 + sqrt(1 - abar_t) * noise``."""
-        abar = self._abar(t, latents)
-        return abar.sqrt() * latents + (1 - abar).sqrt() * noise
+        """Forward process ``sqrt(abar_t) * x0 + sqrt(1 - abar_t) * noise`` (the scheduler's ``add_noise``)."""
+        t = torch.as_tensor(t, device=latents.device).long().reshape(-1)
+        return self.noise_scheduler.add_noise(latents, noise, t)
 
     def predict_x0(self, noisy: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """One-step estimate of the clean latent: ``(x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t)``."""

@@ -50,12 +50,3 @@ def make_scheduler(name: str | None, config: dict[str, Any]):
     if "clip_sample" in inspect.signature(cls.__init__).parameters:
         overrides["clip_sample"] = False
     return cls.from_config(config, **overrides)
-
-
-def scheduler_name(scheduler) -> str:
-    """The short name of a scheduler instance (or its class name if it has none here)."""
-    cls = type(scheduler).__name__
-    for name, (cls_name, _) in SCHEDULERS.items():
-        if cls_name == cls:
-            return name
-    return cls

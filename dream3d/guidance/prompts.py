@@ -1,14 +1,14 @@
 """View-dependent prompts (DreamFusion): "a red cube" seen from camera c -> "a red cube, side view".
 
-The view word comes from the one camera module (:func:`dream3d.shapes.camera.view_word`), so the
+The view word comes from the one camera module (:func:`dream3d.cameras.view_word`), so the
 prompts match the bundled prior's training captions exactly.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from ..shapes.camera import view_word
+from ..cameras import view_word
 
 
 def view_prompt(prompt: str, elevation_deg: float, azimuth_deg: float, style: str = "suffix") -> str:

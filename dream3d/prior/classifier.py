@@ -5,11 +5,15 @@ judge of :mod:`dream3d.prior.evaluate`.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
+
+from ..io import atomic_path
+from ..shapes.objects import SHAPES
+from ..trainer import StepOutput, Trainer, TrainingTask
 
 VIEW_SHAPES = ("cone", "cylinder")  # shapes whose overhead and side views differ clearly
 
@@ -45,8 +49,6 @@ class ShapesClassifier(nn.Module):
 
 
 def _labels(data):
-    from ..shapes.objects import SHAPES
-
     view_mask = torch.from_numpy(sum(data.shape_index == SHAPES.index(s) for s in VIEW_SHAPES).astype(bool))
     return (torch.from_numpy(data.shape_index).long(), torch.from_numpy(data.colour_index).long(),
             torch.from_numpy(data.overhead).float(), view_mask)
@@ -61,52 +63,63 @@ def accuracy(model: ShapesClassifier, data) -> dict[str, float]:
             "overhead": float((pred["overhead"][view_mask] == overhead[view_mask].bool()).float().mean())}
 
 
-def train_classifier(train_data, steps: int = 1500, batch: int = 64, lr: float = 2e-3, seed: int = 0,
-                     progress: bool = True) -> tuple[ShapesClassifier, dict]:
-    """Train on ground-truth renders with mild noise/blur augmentation (so samples are read fairly)."""
-    from tqdm.auto import tqdm
+class ClassifierTraining(TrainingTask):
+    """Cross-entropy on shape and colour (and overhead for cones and cylinders), on ground-truth
+    renders with mild flip/blur/noise augmentation (so samples are read fairly)."""
 
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = ShapesClassifier()
-    images = train_data.tensors()
-    shape, colour, overhead, view_mask = _labels(train_data)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    t0 = time.perf_counter()
-    model.train()
-    for step in tqdm(range(steps), desc="classifier", unit="step", disable=not progress):
-        idx = torch.randint(len(images), (batch,), generator=gen)
-        x = images[idx]
-        x = torch.where(torch.rand(batch, 1, 1, 1, generator=gen) < 0.5, x.flip(-1), x)
-        blur = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
-        x = torch.where(torch.rand(batch, 1, 1, 1, generator=gen) < 0.3, blur, x)
-        x = (x + 0.03 * torch.rand(batch, 1, 1, 1, generator=gen) * torch.randn(x.shape, generator=gen)).clamp(0, 1)
-        out = model(x)
+    def __init__(self, model: ShapesClassifier, train_data, steps: int, batch: int, lr: float):
+        self.model, self.batch = model.train(), batch
+        self.images = train_data.tensors()
+        self.labels = _labels(train_data)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=lr, total_steps=steps)
+
+    def optimizers(self):
+        return {"classifier": self.optimizer}
+
+    def lr_schedulers(self):
+        return {"classifier": self.scheduler}
+
+    def state_dict(self) -> dict:
+        return {"classifier": self.model.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["classifier"])
+
+    def training_step(self, step: int, generator: torch.Generator) -> StepOutput:
+        batch, (shape, colour, overhead, view_mask) = self.batch, self.labels
+        idx = torch.randint(len(self.images), (batch,), generator=generator)
+        x = self.images[idx]
+        x = torch.where(torch.rand(batch, 1, 1, 1, generator=generator) < 0.5, x.flip(-1), x)
+        blur = nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        x = torch.where(torch.rand(batch, 1, 1, 1, generator=generator) < 0.3, blur, x)
+        x = (x + 0.03 * torch.rand(batch, 1, 1, 1, generator=generator) * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+        out = self.model(x)
         ce = nn.functional.cross_entropy
         vm = view_mask[idx]
         loss = ce(out["shape"], shape[idx]) + ce(out["colour"], colour[idx])
         if vm.any():
             loss = loss + nn.functional.binary_cross_entropy_with_logits(out["overhead"][vm], overhead[idx][vm])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model, {"steps": steps, "seconds": round(time.perf_counter() - t0, 1)}
+        return StepOutput(loss, {})
+
+
+def train_classifier(train_data, steps: int = 1500, batch: int = 64, lr: float = 2e-3, seed: int = 0,
+                     progress: bool = True) -> tuple[ShapesClassifier, dict]:
+    """Train a classifier on ground-truth renders (:class:`ClassifierTraining`; a few minutes, not checkpointed)."""
+    torch.manual_seed(seed)
+    model = ShapesClassifier()
+    trainer = Trainer(ClassifierTraining(model, train_data, steps, batch, lr), steps, None,
+                      torch.Generator().manual_seed(seed), desc="classifier", progress=progress)
+    trainer.fit()
+    return model.eval(), {"steps": steps, "seconds": round(trainer.seconds, 1)}
 
 
 def save_classifier(model: ShapesClassifier, path: str | Path) -> None:
-    from safetensors.torch import save_file
-
-    from ..io import atomic_path
-
     with atomic_path(path) as tmp:
         save_file(model.state_dict(), str(tmp))
 
 
 def load_classifier(path: str | Path) -> ShapesClassifier:
-    from safetensors.torch import load_file
-
     model = ShapesClassifier()
     model.load_state_dict(load_file(str(path)))
     return model.eval()

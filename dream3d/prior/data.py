@@ -1,21 +1,29 @@
 """Training and evaluation images of the shapes world: renders of the 30 objects with captions.
 
-Each object is rendered from cameras drawn from the spec's training ranges
-(:func:`dream3d.shapes.camera.sample_cameras`), at ``size * ss`` pixels and box-downsampled to
+Each object is rendered from cameras drawn from the training ranges
+(:func:`dream3d.cameras.sample_cameras`, :class:`~dream3d.cameras.CameraRanges`), at ``size * ss`` pixels and box-downsampled to
 ``size`` (anti-aliased), shaded with the renderer's headlight on a white background, stored as
 linear RGB uint8. Captions carry the view word: "a red cube, side view".
 
-A set is defined by (views per object, size, ss, overhead fraction, seed) and cached as one
-``.npz`` file, so the expensive rendering happens once.
+A set is defined by (views per object, size, ss, camera ranges, seed) and cached as one ``.npz``
+file, so the expensive rendering happens once.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
+from ..cameras import CameraRanges, sample_cameras
+from ..io import atomic_path
+from ..shapes.captions import caption
+from ..shapes.objects import COLOURS, SHAPES, all_objects
+from ..shapes.render import render, to_uint8
 
 
 @dataclass
@@ -41,24 +49,16 @@ class ShapesImages:
         return torch.from_numpy(self.images).permute(0, 3, 1, 2).float() / 255.0
 
 
-def render_views(views_per_object: int, size: int = 32, ss: int = 4, overhead_fraction: float = 0.15,
+def render_views(views_per_object: int, size: int = 32, ss: int = 4, ranges: CameraRanges = CameraRanges(),
                  seed: int = 0, progress: bool = True) -> ShapesImages:
     """Render every object from ``views_per_object`` random cameras (seeded)."""
-    from tqdm.auto import tqdm
-
-    from ..shapes.objects import COLOURS, SHAPES, all_objects
-    from ..shapes.camera import sample_cameras
-    from ..shapes.captions import caption
-    from ..shapes.render import render, to_uint8
-
     generator = torch.Generator().manual_seed(seed)
     colours = list(COLOURS)
     images, captions, shape_idx, colour_idx, elev, azim = [], [], [], [], [], []
     objects = all_objects()
     bar = tqdm(total=len(objects) * views_per_object, desc="rendering", unit="img", disable=not progress)
     for obj in objects:
-        for cam in sample_cameras(views_per_object, generator, height=size, width=size,
-                                  overhead_fraction=overhead_fraction):
+        for cam in sample_cameras(views_per_object, generator, height=size, width=size, ranges=ranges):
             images.append(to_uint8(render(obj, cam, ss=ss).rgb))
             captions.append(caption(obj, cam))
             shape_idx.append(SHAPES.index(obj.shape))
@@ -72,17 +72,16 @@ def render_views(views_per_object: int, size: int = 32, ss: int = 4, overhead_fr
 
 
 def cached_views(cache_dir: str | Path, views_per_object: int, size: int = 32, ss: int = 4,
-                 overhead_fraction: float = 0.15, seed: int = 0, progress: bool = True) -> ShapesImages:
+                 ranges: CameraRanges = CameraRanges(), seed: int = 0, progress: bool = True) -> ShapesImages:
     """:func:`render_views`, cached in ``cache_dir`` under a name made of its parameters."""
-    from ..io import atomic_path
-
-    name = f"shapes-v{views_per_object}-s{size}-ss{ss}-o{overhead_fraction:g}-seed{seed}.npz"
+    key = hashlib.sha256(repr(ranges).encode()).hexdigest()[:8]
+    name = f"shapes-v{views_per_object}-s{size}-ss{ss}-cams{key}-seed{seed}.npz"
     path = Path(cache_dir) / name
     if path.is_file():
         d = np.load(path)
         return ShapesImages(d["images"], [str(c) for c in d["captions"]], d["shape_index"], d["colour_index"],
                             d["elevation"], d["azimuth"])
-    data = render_views(views_per_object, size, ss, overhead_fraction, seed, progress)
+    data = render_views(views_per_object, size, ss, ranges, seed, progress)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, images=data.images, captions=np.array(data.captions), shape_index=data.shape_index,

@@ -1,6 +1,7 @@
 """Train the bundled shapes-world prior from scratch: ``dream3d prior train -o DIR``.
 
-Two stages, each seeded, checkpointed and resumable:
+Two stages in one command (:class:`~dream3d.trainer.StagedRun`: each seeded, checkpointed and
+resumable, run by the one :class:`~dream3d.trainer.Trainer`):
 
 1. **VAE** - an ``AutoencoderKL`` learns to compress 32 px renders into 8x8x4 latents
    (reconstruction MSE + a small per-element KL + an RGB-preview term that ties latent channels
@@ -10,6 +11,9 @@ Two stages, each seeded, checkpointed and resumable:
    epsilon-prediction on the frozen VAE's latents with the captions ("a red cube, side view"),
    dropping 10% of captions to the empty text so classifier-free guidance works. An EMA of the
    weights is what gets saved.
+
+Both stages warm the learning rate up linearly for ``warmup_steps`` steps, then follow a cosine
+to 0 (diffusers' ``get_cosine_schedule_with_warmup``); the UNet's gradients are clipped to norm 1.
    ``vae_from`` skips stage 1 and takes the VAE of an existing model instead.
 
 Training runs on CUDA when it is available (``device``); the random draws stay on the CPU generator.
@@ -21,15 +25,26 @@ The result is a Stable Diffusion model in diffusers layout in ``DIR`` (loadable 
 
 from __future__ import annotations
 
-import math
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
+from diffusers import AutoencoderKL
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
 
+from ..cameras import CameraRanges
+from ..config import save_config, to_dict
+from ..diffusion.build import DEFAULT_WORDS, ModelSpec, build_components, save_model
+from ..diffusion.devices import resolve_device
+from ..diffusion.loading import resolve_model
 from ..errors import UserError
+from ..io import ensure_writable_dir, write_json
+from ..trainer import Stage, StagedRun, StepOutput, Trainer, TrainingTask
+from .data import cached_views
 
 
 @dataclass
@@ -37,7 +52,7 @@ class PriorTrainConfig:
     seed: int = 0
     size: int = 32
     views_per_object: int = 400
-    overhead_fraction: float = 0.15
+    cameras: CameraRanges = field(default_factory=CameraRanges)  # where the training views are drawn from
     ss: int = 4
     # Stage 1: VAE
     vae_channels: tuple[int, ...] = (32, 64, 64)
@@ -81,12 +96,7 @@ class PriorTrainConfig:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}; use e.g. {name}=1e-4")
 
 
-STAGES = ("vae", "unet")
-
-
-def model_spec(cfg: PriorTrainConfig):
-    from ..diffusion.build import DEFAULT_WORDS, ModelSpec
-
+def model_spec(cfg: PriorTrainConfig) -> ModelSpec:
     return ModelSpec(
         image_size=cfg.size, vae_channels=tuple(cfg.vae_channels), unet_channels=tuple(cfg.unet_channels),
         unet_cross_attention_blocks=tuple(cfg.unet_cross_attention_blocks),
@@ -97,64 +107,34 @@ def model_spec(cfg: PriorTrainConfig):
     )
 
 
-class Checkpoint:
-    """One file per stage, written atomically; holds everything needed to continue exactly."""
-
-    def __init__(self, folder: Path, stage: str):
-        self.path = folder / f"{stage}.pt"
-
-    def exists(self) -> bool:
-        return self.path.is_file()
-
-    def save(self, state: dict) -> None:
-        from ..io import atomic_path
-
-        with atomic_path(self.path) as tmp:
-            torch.save(state, tmp)
-
-    def load(self) -> dict:
-        return torch.load(self.path, map_location="cpu", weights_only=False)
-
-
 def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Run both stages into ``out``; returns the training record (also ``out/train/train.json``)."""
-    from ..config import save_config, to_dict
-    from ..diffusion.build import build_components, save_model
-    from ..diffusion.devices import resolve_device
-    from ..diffusion.loading import resolve_model
-    from ..io import ensure_writable_dir, write_json
-    from .data import cached_views
-
     device = resolve_device(cfg.device)  # bad values fail here, before any folder or stage 1
     vae_path = resolve_model(cfg.vae_from) if cfg.vae_from else None
     out = ensure_writable_dir(out)
     work = ensure_writable_dir(out / "train")
-    ckpt_dir = ensure_writable_dir(work / "checkpoints")
-    if not resume and any(Checkpoint(ckpt_dir, s).exists() for s in STAGES):
-        raise UserError(f"'{out}' already holds a training run; pass --resume to continue it or choose another -o")
+    parts: dict = {}
+    data = None
+    stages = [] if vae_path is not None else [vae_stage(lambda: parts["vae"], lambda: data.tensors(), cfg)]
+    stages.append(unet_stage(lambda: parts, lambda: data.tensors(), lambda: data.captions, cfg, device))
+    run = StagedRun(stages, work / "checkpoints", resume=resume, progress=progress)
+    if not resume:
+        run.check_start(out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     save_config(cfg, work / "config.yaml")
     record_path = work / "train.json"
     record: dict = {"config": to_dict(cfg), "stages": {}}
     if resume and record_path.is_file():
-        import json
-
         record["stages"] = json.loads(record_path.read_text()).get("stages", {})
 
     start = time.perf_counter()
-    data = cached_views(work, cfg.views_per_object, cfg.size, cfg.ss, cfg.overhead_fraction, cfg.seed, progress)
+    data = cached_views(work, cfg.views_per_object, cfg.size, cfg.ss, cfg.cameras, cfg.seed, progress)
     record["data"] = {"images": len(data), "seconds": round(time.perf_counter() - start, 1)}
-
-    parts = build_components(model_spec(cfg), seed=cfg.seed)
-    images = data.tensors()
+    parts.update(build_components(model_spec(cfg), seed=cfg.seed))
     if vae_path is not None:
         record["stages"]["vae"] = load_vae(parts, vae_path)
-    else:
-        record["stages"]["vae"] = train_vae(parts["vae"], images, cfg, Checkpoint(ckpt_dir, "vae"), progress)
-    write_json(record_path, record)
-    record["stages"]["unet"] = train_unet(parts, images, data.captions, cfg, Checkpoint(ckpt_dir, "unet"), progress,
-                                          device)
+    record["stages"].update(run.run())
     save_model(parts, out)
     record["seconds_total"] = round(sum(s.get("seconds", 0) for s in record["stages"].values()) + record["data"]["seconds"], 1)
     write_json(record_path, record)
@@ -163,8 +143,6 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
 
 def load_vae(parts: dict, path: Path) -> dict:
     """Replace ``parts["vae"]`` by the VAE of the model in ``path`` (its architecture must match the config's)."""
-    from diffusers import AutoencoderKL
-
     vae = AutoencoderKL.from_pretrained(path, subfolder="vae")
     if list(vae.config.block_out_channels) != list(parts["vae"].config.block_out_channels):
         raise UserError(f"the VAE of '{path}' has channels {list(vae.config.block_out_channels)} but the config asks for "
@@ -177,171 +155,151 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / max(1, len(xs))
 
 
-def _lr_at(step: int, cfg_lr: float, warmup: int, total: int) -> float:
-    if step < warmup:
-        return cfg_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return cfg_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+class VAETraining(TrainingTask):
+    """Stage 1: reconstruction MSE + KL (per latent element) + the RGB-preview term."""
 
+    progress_keys = ("mse", "kl")
 
-def train_vae(vae, images: torch.Tensor, cfg: PriorTrainConfig, ckpt: Checkpoint, progress: bool) -> dict:
-    """Stage 1. Leaves ``vae`` trained, with ``scaling_factor`` set; returns losses and time."""
-    from tqdm.auto import tqdm
+    def __init__(self, vae, images: torch.Tensor, cfg: PriorTrainConfig):
+        self.vae, self.images, self.cfg = vae, images, cfg
+        self.vae.train().requires_grad_(True)
+        self.optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.vae_steps)
 
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    step, elapsed, losses = 0, 0.0, []
-    if ckpt.exists():
-        state = ckpt.load()
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        step, elapsed, losses = state["step"], state["seconds"], state["losses"]
-    vae.train().requires_grad_(True)
-    bar = tqdm(total=cfg.vae_steps, initial=step, desc="stage 1/2 VAE", unit="step", disable=not progress)
-    t0 = time.perf_counter() - elapsed
-    try:
-        while step < cfg.vae_steps:
-            step_start = gen.get_state()
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, cfg.vae_lr, cfg.warmup_steps, cfg.vae_steps)
-            idx = torch.randint(len(images), (cfg.vae_batch,), generator=gen)
-            x = images[idx] * 2 - 1
-            posterior = vae.encode(x).latent_dist
-            z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
-            rec = vae.decode(z).sample
-            mse = torch.nn.functional.mse_loss(rec, x)
-            kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).mean()
-            loss = mse + cfg.vae_kl_weight * kl
-            if cfg.vae_rgb_weight:
-                preview = torch.nn.functional.avg_pool2d(x, x.shape[-1] // posterior.mean.shape[-1])
-                loss = loss + cfg.vae_rgb_weight * torch.nn.functional.mse_loss(posterior.mean[:, :3], preview)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            losses.append(mse.item())
-            bar.update()
-            if step % 20 == 0:
-                bar.set_postfix(mse=f"{sum(losses[-20:]) / 20:.5f}", kl=f"{kl.item():.2f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
-                ckpt.save({"model": vae.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                           "step": step, "seconds": time.perf_counter() - t0, "losses": losses})
-    except KeyboardInterrupt:  # save the state at the start of the unfinished step
-        gen.set_state(step_start)
-        ckpt.save({"model": vae.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                   "step": step, "seconds": time.perf_counter() - t0, "losses": losses})
-        raise
-    finally:
-        bar.close()
-    vae.eval().requires_grad_(False)
-    with torch.no_grad():
+    def optimizers(self):
+        return {"vae": self.optimizer}
+
+    def lr_schedulers(self):
+        return {"vae": self.scheduler}
+
+    def state_dict(self) -> dict:
+        return {"vae": self.vae.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.vae.load_state_dict(state["vae"])
+
+    def training_step(self, step: int, generator: torch.Generator) -> StepOutput:
+        cfg, vae = self.cfg, self.vae
+        idx = torch.randint(len(self.images), (cfg.vae_batch,), generator=generator)
+        x = self.images[idx] * 2 - 1
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        rec = vae.decode(z).sample
+        mse = torch.nn.functional.mse_loss(rec, x)
+        kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).mean()
+        loss = mse + cfg.vae_kl_weight * kl
+        if cfg.vae_rgb_weight:
+            preview = torch.nn.functional.avg_pool2d(x, x.shape[-1] // posterior.mean.shape[-1])
+            loss = loss + cfg.vae_rgb_weight * torch.nn.functional.mse_loss(posterior.mean[:, :3], preview)
+        return StepOutput(loss, {"mse": mse.item(), "kl": kl.item()})
+
+    @torch.no_grad()
+    def finish(self, trainer: Trainer) -> dict:
+        """Freeze the VAE and set ``scaling_factor`` = 1 / std of the data's latents; returns the stage's record."""
+        vae, images = self.vae.eval().requires_grad_(False), self.images
         means, rec_err = [], []
         for chunk in images.split(256):
             post = vae.encode(chunk * 2 - 1).latent_dist
             means.append(post.mean)
             rec = vae.decode(post.mean).sample
             rec_err.append(((rec.clamp(-1, 1) - (chunk * 2 - 1)) / 2).pow(2).mean(dim=(1, 2, 3)))
-        latents = torch.cat(means)
-        mse = torch.cat(rec_err).mean()
-    scaling = float(1.0 / latents.std())
-    vae.register_to_config(scaling_factor=scaling)
-    psnr = float(10 * torch.log10(1.0 / mse))
-    return {"steps": step, "first_mse": _mean(losses[:20]), "final_mse": _mean(losses[-100:]), "psnr_db": round(psnr, 2),
-            "scaling_factor": scaling, "seconds": round(time.perf_counter() - t0, 1)}
+        scaling = float(1.0 / torch.cat(means).std())
+        vae.register_to_config(scaling_factor=scaling)
+        psnr = float(10 * torch.log10(1.0 / torch.cat(rec_err).mean()))
+        losses = [h["mse"] for h in trainer.history]
+        return {"steps": trainer.step, "first_mse": _mean(losses[:20]), "final_mse": _mean(losses[-100:]),
+                "psnr_db": round(psnr, 2), "scaling_factor": scaling, "seconds": round(trainer.seconds, 1)}
 
 
-def train_unet(parts: dict, images: torch.Tensor, captions: list[str], cfg: PriorTrainConfig, ckpt: Checkpoint,
-               progress: bool, device: torch.device | str = "cpu") -> dict:
-    """Stage 2: text encoder + UNet on the frozen VAE's latents; loads the EMA weights at the end.
+def vae_stage(vae, images, cfg: PriorTrainConfig) -> Stage:
+    """Stage 1 (``vae``, seed + 1); ``vae`` and ``images`` are callables, read when the stage starts."""
+    return Stage("vae", cfg.vae_steps, cfg.seed + 1, build=lambda: VAETraining(vae(), images(), cfg),
+                 finish=lambda task, trainer: task.finish(trainer), desc="stage 1/2 VAE",
+                 checkpoint_every=cfg.checkpoint_every)
+
+
+class UNetTraining(TrainingTask):
+    """Stage 2: text encoder + UNet on the frozen VAE's latents, with an EMA of the weights.
     Random draws come from a CPU generator on every device, then move to ``device``."""
-    from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
 
-    vae, unet, text_encoder, tokenizer, scheduler = (parts[k] for k in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"))
-    device = torch.device(device)
-    with torch.no_grad():
-        posts = [vae.encode(c * 2 - 1).latent_dist for c in images.split(256)]
-        lat_mean = (torch.cat([p.mean for p in posts]) * vae.config.scaling_factor).to(device)
-        lat_std = (torch.cat([p.std for p in posts]) * vae.config.scaling_factor).to(device)
-    texts = sorted(set(captions)) + [""]
-    lookup = {t: i for i, t in enumerate(texts)}
-    token_ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                          return_tensors="pt").input_ids.to(device)
-    caption_index = torch.tensor([lookup[c] for c in captions])
-    empty = len(texts) - 1
-    abar = scheduler.alphas_cumprod.to(device)
-    unet.to(device)
-    text_encoder.to(device)
+    def __init__(self, parts: dict, images: torch.Tensor, captions: list[str], cfg: PriorTrainConfig,
+                 device: torch.device | str = "cpu"):
+        self.parts, self.cfg, self.device = parts, cfg, torch.device(device)
+        vae, tokenizer = parts["vae"], parts["tokenizer"]
+        with torch.no_grad():
+            posts = [vae.encode(c * 2 - 1).latent_dist for c in images.split(256)]
+            self.lat_mean = (torch.cat([p.mean for p in posts]) * vae.config.scaling_factor).to(self.device)
+            self.lat_std = (torch.cat([p.std for p in posts]) * vae.config.scaling_factor).to(self.device)
+        texts = sorted(set(captions)) + [""]
+        lookup = {t: i for i, t in enumerate(texts)}
+        self.token_ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                                   return_tensors="pt").input_ids.to(self.device)
+        self.caption_index = torch.tensor([lookup[c] for c in captions])
+        self.empty = len(texts) - 1
+        self.unet, self.text_encoder = parts["unet"].to(self.device), parts["text_encoder"].to(self.device)
+        self.params = list(self.unet.parameters()) + list(self.text_encoder.parameters())
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=1e-2)
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.unet_steps)
+        self.ema = EMAModel(self.params, decay=cfg.ema_decay)
+        self.unet.train().requires_grad_(True)
+        self.text_encoder.train().requires_grad_(True)
 
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
-    ema = EMAModel(params, decay=cfg.ema_decay)
-    gen = torch.Generator().manual_seed(cfg.seed + 2)
-    step, elapsed, losses = 0, 0.0, []
-    if ckpt.exists():
-        state = ckpt.load()
-        unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text_encoder"])
-        opt.load_state_dict(state["optimizer"])
-        ema.load_state_dict(state["ema"])
-        ema.to(device)
-        gen.set_state(state["generator"])
-        step, elapsed, losses = state["step"], state["seconds"], state["losses"]
+    def optimizers(self):
+        return {"unet": self.optimizer}
 
-    def snapshot():
-        return {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "optimizer": opt.state_dict(),
-                "ema": ema.state_dict(), "generator": gen.get_state(), "step": step,
-                "seconds": time.perf_counter() - t0, "losses": losses}
+    def lr_schedulers(self):
+        return {"unet": self.scheduler}
 
-    unet.train().requires_grad_(True)
-    text_encoder.train().requires_grad_(True)
-    bar = tqdm(total=cfg.unet_steps, initial=step, desc="stage 2/2 UNet", unit="step", disable=not progress)
-    t0 = time.perf_counter() - elapsed
-    try:
-        while step < cfg.unet_steps:
-            step_start = gen.get_state()
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, cfg.lr, cfg.warmup_steps, cfg.unet_steps)
-            idx = torch.randint(len(images), (cfg.batch,), generator=gen)
-            sample = torch.randn((cfg.batch, *lat_mean.shape[1:]), generator=gen).to(device)
-            rows = idx.to(device)
-            x0 = lat_mean[rows] + lat_std[rows] * sample
-            flip = torch.rand(cfg.batch, generator=gen) < 0.5  # shapes are mirror-symmetric: flips keep captions true
-            x0 = torch.where(flip[:, None, None, None].to(device), x0.flip(-1), x0)
-            drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout
-            ids = token_ids[torch.where(drop, empty, caption_index[idx]).to(device)]
-            t = torch.randint(0, len(abar), (cfg.batch,), generator=gen).to(device)
-            noise = torch.randn(x0.shape, generator=gen).to(device)
-            a = abar[t].reshape(-1, 1, 1, 1)
-            noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            embeds = text_encoder(ids)[0]
-            pred = unet(noisy, t, encoder_hidden_states=embeds).sample
-            target = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
-            loss = torch.nn.functional.mse_loss(pred, target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            ema.step(params)
-            step += 1
-            losses.append(loss.item())
-            bar.update()
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.unet_steps:
-                ckpt.save(snapshot())
-    except KeyboardInterrupt:  # save the state at the start of the unfinished step
-        gen.set_state(step_start)
-        ckpt.save(snapshot())
-        raise
-    finally:
-        bar.close()
-    ema.copy_to(params)
-    unet.cpu().eval().requires_grad_(False)
-    text_encoder.cpu().eval().requires_grad_(False)
-    return {"steps": step, "first_loss": _mean(losses[:20]), "final_loss": _mean(losses[-200:]),
-            "seconds": round(time.perf_counter() - t0, 1),
-            "parameters": {"unet": sum(p.numel() for p in unet.parameters()),
-                           "text_encoder": sum(p.numel() for p in text_encoder.parameters()),
-                           "vae": sum(p.numel() for p in vae.parameters())}}
+    def state_dict(self) -> dict:
+        return {"unet": self.unet.state_dict(), "text_encoder": self.text_encoder.state_dict(), "ema": self.ema.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.unet.load_state_dict(state["unet"])
+        self.text_encoder.load_state_dict(state["text_encoder"])
+        self.ema.load_state_dict(state["ema"])
+        self.ema.to(self.device)
+
+    def training_step(self, step: int, generator: torch.Generator) -> StepOutput:
+        cfg, device, scheduler = self.cfg, self.device, self.parts["scheduler"]
+        idx = torch.randint(len(self.caption_index), (cfg.batch,), generator=generator)
+        sample = torch.randn((cfg.batch, *self.lat_mean.shape[1:]), generator=generator).to(device)
+        rows = idx.to(device)
+        x0 = self.lat_mean[rows] + self.lat_std[rows] * sample
+        flip = torch.rand(cfg.batch, generator=generator) < 0.5  # shapes are mirror-symmetric: flips keep captions true
+        x0 = torch.where(flip[:, None, None, None].to(device), x0.flip(-1), x0)
+        drop = torch.rand(cfg.batch, generator=generator) < cfg.caption_dropout
+        ids = self.token_ids[torch.where(drop, self.empty, self.caption_index[idx]).to(device)]
+        t = torch.randint(0, len(scheduler.alphas_cumprod), (cfg.batch,), generator=generator).to(device)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        noisy = scheduler.add_noise(x0, noise, t)
+        embeds = self.text_encoder(ids)[0]
+        pred = self.unet(noisy, t, encoder_hidden_states=embeds).sample
+        target = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+        return StepOutput(torch.nn.functional.mse_loss(pred, target), {})
+
+    def clip_gradients(self) -> None:
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+
+    def after_optimizer_step(self, step: int) -> None:
+        self.ema.step(self.params)
+
+    def finish(self, trainer: Trainer) -> dict:
+        """Load the EMA weights, hand the parts back on the CPU, frozen; returns the stage's record."""
+        self.ema.copy_to(self.params)
+        self.unet.cpu().eval().requires_grad_(False)
+        self.text_encoder.cpu().eval().requires_grad_(False)
+        losses = [h["loss"] for h in trainer.history]
+        return {"steps": trainer.step, "first_loss": _mean(losses[:20]), "final_loss": _mean(losses[-200:]),
+                "seconds": round(trainer.seconds, 1),
+                "parameters": {"unet": sum(p.numel() for p in self.unet.parameters()),
+                               "text_encoder": sum(p.numel() for p in self.text_encoder.parameters()),
+                               "vae": sum(p.numel() for p in self.parts["vae"].parameters())}}
+
+
+def unet_stage(parts, images, captions, cfg: PriorTrainConfig, device: torch.device | str = "cpu") -> Stage:
+    """Stage 2 (``unet``, seed + 2); ``parts``, ``images`` and ``captions`` are callables, read when
+    the stage starts (after stage 1 trained the VAE)."""
+    return Stage("unet", cfg.unet_steps, cfg.seed + 2,
+                 build=lambda: UNetTraining(parts(), images(), captions(), cfg, device),
+                 finish=lambda task, trainer: task.finish(trainer), desc="stage 2/2 UNet",
+                 checkpoint_every=cfg.checkpoint_every)

@@ -1,13 +1,13 @@
 """Captions of shapes-world renders, exactly as the spec writes them.
 
 "a {colour} {shape}" for the object, plus ", {view} view" when the camera is known, where the
-view word is "front", "side", "back" or "overhead" (:func:`dream3d.shapes.camera.view_word`).
+view word is "front", "side", "back" or "overhead" (:func:`dream3d.cameras.view_word`).
 The article is always "a" (the spec's fixed form), e.g. "a orange cone, back view".
 """
 
 from __future__ import annotations
 
-from .camera import Camera, view_word
+from ..cameras import Camera, view_word
 from .objects import ShapeObject
 
 

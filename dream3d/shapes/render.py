@@ -9,9 +9,8 @@ How a pixel is made:
 3. The hit is snapped onto the exact surface by a Newton step on the object's exact SDF, and the
    normal is the SDF gradient (central differences), so depth and shading do not show facets.
    A :class:`Plane` (stereo scenes) is intersected analytically.
-4. Shading, in one place (:func:`shade`): Lambertian plus ambient,
-   ``rgb = albedo * (AMBIENT + DIFFUSE * max(0, n . l))`` with ``AMBIENT = 0.4``, ``DIFFUSE = 0.6``.
-   ``l`` is, by default, a headlight (a point light at the camera centre: ``l`` = direction from the
+4. Shading: the project's one rule (:func:`dream3d.renderers.materials.lambert`), Lambertian plus
+   ambient, ``rgb = albedo * (0.4 + 0.6 * max(0, n . l))``. ``l`` is, by default, a headlight (a point light at the camera centre: ``l`` = direction from the
    surface point to the camera), or a fixed world direction (towards the light) when ``light`` is
    given; the latter makes colours view-independent, as stereo scenes need.
 5. Background compositing with a solid colour (default white) where no surface is hit.
@@ -32,24 +31,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..cameras import Camera
 from ..errors import UserError
-from .camera import Camera
+from ..renderers.materials import lambert
 from .meshes import shape_mesh
-from .objects import COLOURS, SDFS, ShapeObject, check_shape
-
-AMBIENT = 0.4
-DIFFUSE = 0.6
+from .objects import COLOURS, SDFS, ShapeObject, check_shape, parse_prompt
 
 _GRAD_EPS = 1e-5
-
-
-def shade(albedo: np.ndarray, normal: np.ndarray, light_dir: np.ndarray) -> np.ndarray:
-    """The renderer's one shading rule: ``albedo * (AMBIENT + DIFFUSE * max(0, n . l))``.
-
-    ``normal`` and ``light_dir`` (towards the light) are unit vectors, broadcast against ``albedo``.
-    """
-    n_dot_l = np.clip(_dot(normal, light_dir), 0.0, None)[..., None]
-    return albedo * (AMBIENT + DIFFUSE * n_dot_l)
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -261,8 +249,6 @@ def _as_scene(subject) -> Scene:
     if isinstance(subject, Placement):
         return Scene((subject,))
     if isinstance(subject, str):
-        from .objects import parse_prompt
-
         parsed = parse_prompt(subject)
         if parsed is None:
             raise UserError(f"cannot render '{subject}'; pass a ShapeObject, a Scene or a prompt like 'a red cube'")
@@ -309,7 +295,7 @@ def render(
     else:
         light_dir = np.asarray(light, dtype=np.float64)
         light_dir = light_dir / np.linalg.norm(light_dir)
-    rgb = np.where(hit[:, None], shade(hits.albedo, hits.normals, light_dir), bg)
+    rgb = np.where(hit[:, None], lambert(hits.albedo, hits.normals, light_dir), bg)
     albedo = np.where(hit[:, None], hits.albedo, bg)
     forward = -camera.pose(torch.float64)[:3, 2].numpy()
     z = np.where(hit, hits.t * _dot(directions, forward), 0.0)

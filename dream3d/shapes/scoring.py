@@ -11,17 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import trimesh
 
 from ..errors import UserError
+from ..export.mesh import WORLD_TO_GLTF
 from .metrics import best_iou, classify_shape, colour_error, grid_centres, nearest_colour
 from .objects import parse_prompt
 
+
 def load_asset(path: str | Path):
     """A mesh file written by the exporter, back in the world frame (+Z up)."""
-    import trimesh
-
-    from ..nerf.export import WORLD_TO_GLTF
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"mesh '{path}' does not exist; pass the mesh.ply or mesh.glb of a run")

@@ -2,9 +2,9 @@
 
 Layout of ``make_stereo_scene(seed)`` (all random draws from one ``numpy.random.Generator``):
 
-- Left camera: the spec's look-at camera with elevation in [0, 20], any azimuth, distance 3 and a
+- Left camera: the project's look-at camera with elevation in [0, 20], any azimuth, distance 3 and a
   vertical field of view of 45 degrees (focal 309 px at height 256). The right camera is
-  :func:`~dream3d.shapes.camera.stereo_pair` of it: moved by ``baseline`` along its own +X axis.
+  :func:`~dream3d.cameras.stereo_pair` of it: moved by ``baseline`` along its own +X axis.
 - Objects: 2 to 5 of the 30 objects at uniform scale in [0.6, 1.3], a random yaw about +Z (they
   stay upright), placed so that their centre projects inside the central 80% x 70% of the left
   image at z-depth between ``1 + bounding radius`` and 4.5 (so no surface is nearer than 1).
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..cameras import Camera, stereo_pair
 from ..errors import UserError
-from .camera import Camera, stereo_pair
 from .objects import BOUNDING_RADIUS, COLOURS, SHAPES
 from .render import Placement, Plane, Scene, render, to_uint8, trace
 

@@ -1,4 +1,7 @@
-"""The NeRF field: hash encoding + two small MLPs -> density and albedo (DreamFusion / threestudio).
+"""The NeRF geometry: hash encoding + two small MLPs -> density and albedo (DreamFusion / threestudio).
+
+``geometry: {kind: nerf}`` (:data:`dream3d.geometry.GEOMETRY`); rendered by the volume renderer,
+exported by marching cubes (:mod:`.isosurface`).
 
 Conventions:
 
@@ -13,20 +16,27 @@ Conventions:
   analytic (autograd; differentiable, so a loss on them trains the field) or by central finite
   differences with step ``eps`` in world units (6 extra density evaluations).
 
+Parameter groups: ``encoding`` (the hash table) and ``network`` (the MLPs), each with its own
+learning rate (``optim.lr_encoding``, ``optim.lr_network``).
+
 Any object with ``bound``, ``density(x)``, ``forward(x) -> {"sigma", "albedo"}`` and ``normals(x)``
-works with the renderer and exporter (see :class:`AnalyticField` in tests for a minimal one).
+works with the volume renderer and marching cubes (see ``AnalyticField`` in the tests for a
+minimal one).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..errors import UserError
+from .base import Geometry
 from .hashgrid import HashGridConfig, make_encoding
+from .isosurface import density_grid, extract_mesh
 
 
 class _TruncExp(torch.autograd.Function):
@@ -52,10 +62,11 @@ NORMAL_METHODS = ("analytic", "finite_difference")
 
 
 @dataclass(frozen=True)
-class FieldConfig:
-    """NeRF field settings. ``encoding=None`` picks :meth:`HashGridConfig.cpu_default` on CPU and
-    the Instant-NGP setting on CUDA."""
+class NeRFConfig:
+    """NeRF settings. ``encoding=None`` picks :meth:`HashGridConfig.cpu_default` on CPU and the
+    Instant-NGP setting on CUDA."""
 
+    kind: Literal["nerf"] = "nerf"
     bound: float = 1.0
     encoding: HashGridConfig | None = None
     encoding_backend: str = "auto"  # "auto" | "torch" | "c" | "tcnn" (see hashgrid.make_encoding)
@@ -94,10 +105,10 @@ def mlp(n_in: int, n_out: int, hidden: int, layers: int) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
-class NeRFField(nn.Module):
+class NeRFGeometry(Geometry):
     """Hash-grid NeRF with density and albedo heads (see the module docstring)."""
 
-    def __init__(self, cfg: FieldConfig = FieldConfig(), device=None):
+    def __init__(self, cfg: NeRFConfig = NeRFConfig(), device=None):
         super().__init__()
         self.cfg = cfg
         self.encoding = make_encoding(cfg.encoding, device, backend=cfg.encoding_backend)
@@ -110,9 +121,22 @@ class NeRFField(nn.Module):
     def bound(self) -> float:
         return self.cfg.bound
 
-    @property
-    def device(self) -> torch.device:
-        return self.density_net[0].weight.device
+    def param_groups(self) -> list[dict]:
+        return [{"name": "encoding", "params": list(self.encoding.parameters())},
+                {"name": "network", "params": list(self.density_net.parameters()) + list(self.albedo_net.parameters())}]
+
+    @classmethod
+    def create_from(cls, other: Geometry, cfg: NeRFConfig) -> "NeRFGeometry":
+        """A copy of another NeRF of the same architecture (``cfg`` may change what the weights do
+        not depend on: the blob, the normals, the activation)."""
+        if not isinstance(other, NeRFGeometry):
+            return super().create_from(other, cfg)
+        same = ("bound", "encoding", "hidden_dim", "hidden_layers")
+        if any(getattr(cfg, k) != getattr(other.cfg, k) for k in same):
+            raise UserError(f"a NeRF can start from a NeRF with the same {', '.join(same)}; these differ")
+        new = cls(cfg, device=other.device)
+        new.load_state_dict(other.state_dict())
+        return new
 
     def _check(self, x: torch.Tensor) -> None:
         if x.ndim != 2 or x.shape[-1] != 3:
@@ -174,6 +198,10 @@ class NeRFField(nn.Module):
         ``[ix, iy, iz]``, vertex ``i`` at ``-bound + 2 * bound * i / (R - 1)`` on each axis."""
         return density_grid(self.density, self.bound, resolution, chunk, self.device)
 
+    def export_mesh(self, resolution: int = 128, threshold: float | str = "auto", keep_fraction: float = 0.1):
+        """Marching cubes at the render-matched iso level (:func:`~dream3d.geometry.isosurface.extract_mesh`)."""
+        return extract_mesh(self, resolution, threshold, keep_fraction)
+
 
 def _normal_from_grad(sigma: torch.Tensor, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
     (grad,) = torch.autograd.grad(sigma.sum(), x, create_graph=create_graph)
@@ -196,19 +224,3 @@ def density_normals(density_fn, x: torch.Tensor, method: str = "analytic", eps: 
         grad = ((s[0] - s[1]) / (2 * eps)).t()  # (N, 3)
         return -F.normalize(grad, dim=-1, eps=1e-12)
     raise UserError(f"normal method '{method}' is unknown; use 'analytic' or 'finite_difference'")
-
-
-def grid_vertices(bound: float, resolution: int, device=None) -> torch.Tensor:
-    """``(R, R, R, 3)`` world coordinates of the vertices of the regular grid over the box."""
-    t = torch.linspace(-bound, bound, resolution, device=device)
-    return torch.stack(torch.meshgrid(t, t, t, indexing="ij"), -1)
-
-
-@torch.no_grad()
-def density_grid(density_fn, bound: float, resolution: int = 128, chunk: int = 65536, device=None) -> torch.Tensor:
-    """Evaluate ``density_fn`` on :func:`grid_vertices` in chunks; returns ``(R, R, R)`` float32."""
-    if resolution < 2:
-        raise UserError(f"density grid resolution {resolution} must be >= 2")
-    pts = grid_vertices(bound, resolution, device).reshape(-1, 3)
-    out = torch.cat([density_fn(p).float() for p in pts.split(chunk)])
-    return out.reshape(resolution, resolution, resolution)

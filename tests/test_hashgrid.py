@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from dream3d.errors import UserError
-from dream3d.nerf.hashgrid import PRIMES, HashGridConfig, HashGridEncoding, level_layout, make_encoding
-from dream3d.nerf.hashgrid_kernel import kernel_available, kernel_unavailable_reason
+from dream3d.geometry import hashgrid_kernel
+from dream3d.geometry.hashgrid import PRIMES, HashGridConfig, HashGridEncoding, hash_encode, level_layout, make_encoding
+from dream3d.geometry.hashgrid_kernel import kernel_available, kernel_unavailable_reason
 
 # 6 levels from 8 to 128 per axis, 2^12 rows: levels 0-1 dense (res^3 <= 4096), 2-5 hashed.
 SMALL = HashGridConfig.from_max_resolution(128, levels=6, log2_table_size=12, base_resolution=8)
@@ -109,8 +110,6 @@ def test_second_derivatives_for_analytic_normals():
 
 
 def _enc_with(enc, x, table):
-    from dream3d.nerf.hashgrid import hash_encode
-
     return hash_encode(x, table, enc.scale.double(), enc.dense_stride, enc.dense_corner, enc.dense_size, enc.offset,
                        enc.n_dense, enc.hash_mask)
 
@@ -133,7 +132,7 @@ def test_init_tcnn_roundtrip_and_errors():
         HashGridEncoding(SMALL, kernel="maybe")
 
 
-# --- the compiled CPU kernel (dream3d/nerf/hashgrid_kernel.c) -------------------------------------
+# --- the compiled CPU kernel (dream3d/geometry/hashgrid_kernel.c) -------------------------------------
 
 needs_kernel = pytest.mark.skipif(not kernel_available(), reason=f"no hash-grid C kernel: {kernel_unavailable_reason()}")
 
@@ -202,8 +201,6 @@ def test_points_needing_an_input_gradient_take_the_pytorch_ops():
 
 @needs_kernel
 def test_kernel_build_is_cached_and_atomic(tmp_path, monkeypatch):
-    from dream3d.nerf import hashgrid_kernel
-
     monkeypatch.setenv("DREAM3D_CACHE", str(tmp_path))
     cc = hashgrid_kernel._compiler()
     lib = hashgrid_kernel._build(cc)
@@ -214,8 +211,6 @@ def test_kernel_build_is_cached_and_atomic(tmp_path, monkeypatch):
 
 
 def test_without_a_compiler_auto_falls_back_and_c_is_a_clear_error(monkeypatch):
-    from dream3d.nerf import hashgrid_kernel
-
     monkeypatch.setenv("CC", "/nonexistent/cc")
     hashgrid_kernel._load.cache_clear()
     try:

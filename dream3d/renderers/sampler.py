@@ -15,7 +15,9 @@ diagonal in ``num_samples`` steps) unless given.
 evaluated at one random point each (all cells during the first ``warmup_steps`` steps, afterwards a
 quarter of the cells drawn uniformly plus up to as many occupied ones), ``occ = max(occ * decay,
 density * step)``, and a cell is occupied when ``occ > min(mean(occ), threshold)``. Randomness comes
-from an explicit generator. Before its first update every cell is occupied.
+from an explicit generator; a cell drawn twice in one update takes its last draw's value, whatever
+the thread count (deterministic, unlike an indexed assignment with repeated indices). Before its
+first update every cell is occupied.
 
 Backends: ``"torch"`` (ours, any device) and ``"nerfacc"`` (nerfacc's CUDA ``traverse_grids`` through
 ``OccGridEstimator.sampling``, fed with our grid, our per-ray jitter and our box entry as ``t_min``).
@@ -26,13 +28,15 @@ compares them on CUDA machines (sample counts within 0.5 %, rendered opacity wit
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
+import nerfacc
 import torch
 from torch import nn
 
 from ..errors import UserError
+from .compositing import packed_weights, use_nerfacc
 
 
 @dataclass(frozen=True)
@@ -137,12 +141,6 @@ class OccupancyGrid(nn.Module):
     def occupied_fraction(self) -> float:
         return float(self.binaries.float().mean())
 
-    def cell_centers(self) -> torch.Tensor:
-        """World coordinates of the cell centres, ``(R, R, R, 3)``."""
-        R = self.resolution
-        t = (torch.arange(R, device=self.occs.device, dtype=torch.float32) + 0.5) / R * 2 * self.bound - self.bound
-        return torch.stack(torch.meshgrid(t, t, t, indexing="ij"), -1)
-
     def cell_of(self, points: torch.Tensor) -> torch.Tensor:
         """Flat cell index ``ix * R^2 + iy * R + iz`` of world points (clamped into the grid)."""
         R = self.resolution
@@ -183,7 +181,13 @@ class OccupancyGrid(nn.Module):
         jitter = torch.rand(cells.shape[0], 3, generator=generator, device=gdev).to(dev)
         x = (ijk + jitter) / R * 2 * self.bound - self.bound
         occ = torch.cat([occ_eval_fn(p).reshape(-1).float() for p in x.split(chunk)])
-        self.occs[cells] = torch.maximum(self.occs[cells] * self.cfg.ema_decay, occ)
+        values = torch.maximum(self.occs[cells] * self.cfg.ema_decay, occ)
+        # A cell drawn twice takes the value of its last draw. (A plain ``occs[cells] = values``, as
+        # nerfacc writes it, leaves the winner among duplicates to the threads: runs of one seed differed.)
+        unique, inverse = torch.unique(cells, return_inverse=True)
+        last = torch.full_like(unique, -1).scatter_reduce_(0, inverse, torch.arange(cells.numel(), device=dev),
+                                                           reduce="amax")
+        self.occs[unique] = values[last]
         thre = torch.clamp(self.occs.mean(), max=self.cfg.threshold)
         self.binaries = (self.occs > thre).view(R, R, R)
 
@@ -201,18 +205,11 @@ class OccupancyGrid(nn.Module):
                generator: torch.Generator | None = None, stratified: bool = False,
                sigma_fn: Callable | None = None, backend: str = "auto") -> RaySamples:
         """Packed samples of rays ``(N, 3)`` skipping unoccupied cells (module docstring)."""
-        use_nerfacc = backend == "nerfacc" or (backend == "auto" and rays_o.is_cuda and nerfacc_available())
-        if backend not in ("auto", "torch", "nerfacc"):
-            raise UserError(f"sampler backend '{backend}' is unknown; use 'auto', 'torch' or 'nerfacc'")
-        if use_nerfacc:
+        if use_nerfacc(rays_o, backend):
             return self._sample_nerfacc(rays_o, rays_d, cfg, generator, stratified, sigma_fn)
         return sample_rays(rays_o, rays_d, self.bound, cfg, generator, stratified, grid=self, sigma_fn=sigma_fn)
 
     def _sample_nerfacc(self, rays_o, rays_d, cfg, generator, stratified, sigma_fn) -> RaySamples:
-        if not (rays_o.is_cuda and nerfacc_available()):
-            raise UserError("the 'nerfacc' sampler backend needs CUDA rays and nerfacc; use backend='torch'")
-        import nerfacc
-
         if self._estimator is None:
             b = self.bound
             self._estimator = nerfacc.OccGridEstimator([-b, -b, -b, b, b, b], resolution=self.resolution).to(
@@ -227,19 +224,6 @@ class OccupancyGrid(nn.Module):
             t_min=start, t_max=t_out, render_step_size=step, early_stop_eps=cfg.early_stop_eps,
             alpha_thre=cfg.alpha_thre, stratified=False)
         return RaySamples(t_starts, t_ends, ray_indices.long(), rays_o.shape[0])
-
-
-def nerfacc_available() -> bool:
-    """True when CUDA is present and nerfacc's CUDA extension loads. nerfacc (0.5) compiles the
-    extension on first import where CUDA's compiler is found (minutes, once; cached under
-    ``~/.cache/torch_extensions``) and leaves ``_C`` as ``None`` where it is not."""
-    from ..diffusion.devices import cuda_extension_available
-
-    if not cuda_extension_available("nerfacc.cuda._backend"):
-        return False
-    from nerfacc.cuda import _backend
-
-    return _backend._C is not None
 
 
 def _jitter(n: int, generator, stratified: bool, like: torch.Tensor) -> torch.Tensor:
@@ -286,10 +270,8 @@ def sample_rays(rays_o: torch.Tensor, rays_d: torch.Tensor, bound: float, cfg: S
         rays.append(r + c0)
     samples = RaySamples(torch.cat(starts), torch.cat(ends), torch.cat(rays), n)
     if sigma_fn is not None and (cfg.early_stop_eps > 0 or cfg.alpha_thre > 0) and len(samples):
-        from .renderer import packed_transmittance
-
         sig = sigma_fn(samples.t_starts, samples.t_ends, samples.ray_indices)
-        trans, alphas = packed_transmittance(samples.t_starts, samples.t_ends, sig, samples.ray_indices, n)
+        _, trans, alphas = packed_weights(samples.t_starts, samples.t_ends, sig, samples.ray_indices, n)
         keep = torch.ones_like(alphas, dtype=torch.bool)
         if cfg.alpha_thre > 0:
             thre = cfg.alpha_thre if grid is None else min(cfg.alpha_thre, float(grid.occs.mean()))

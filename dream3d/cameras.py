@@ -1,6 +1,7 @@
-"""The project's one camera model: spherical look-at cameras, poses, intrinsics and rays.
+"""The project's one camera convention: spherical look-at cameras, poses, intrinsics, rays,
+view words and random training cameras (``docs/cameras.md``).
 
-World frame (``/work/shared/specs/shapes-world.md``): right-handed, +Z up, objects at the origin.
+World frame: right-handed, +Z up, objects at the origin.
 
 Spherical parameters: elevation ``e`` (degrees above the XY plane, in [-90, 90]), azimuth ``a``
 (degrees, counter-clockwise from +X towards +Y, reported wrapped to (-180, 180]), distance ``r``
@@ -20,24 +21,31 @@ the vertical field of view); the principal point is the image centre ``(width / 
 (OpenGL axes) to pixels as ``K @ (x, -y, -z)`` followed by division by the third component.
 Depth is z-depth: the distance along the optical axis, ``-z`` in camera coordinates.
 
+Training cameras (:func:`sample_cameras`, ranges in :class:`CameraRanges`): elevation uniform in
+[-10, 45] degrees except a fraction (15%) of overhead views in (60, 80], azimuth uniform in
+(-180, 180], distance in [1.5, 2.0], vertical field of view in [40, 70] degrees (DreamFusion's
+ranges, which the bundled prior was trained on). View words (DreamFusion / threestudio):
+"overhead" if e > 60, else "front" if |a| < 45, "back" if |a| > 135, else "side".
+
+:class:`Camera` is one camera (frozen, plain floats); :class:`Cameras` a batch of one image size as
+tensors, what renderers and guidance take.
+
 Tensors are float32 unless a ``dtype`` is given; computations run in float64 first.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from ..errors import UserError
+from .errors import UserError
 
-# Spec's training / optimisation ranges.
-ELEVATION_RANGE = (-10.0, 45.0)
-OVERHEAD_RANGE = (60.0, 80.0)
-DISTANCE_RANGE = (1.5, 2.0)
-FOV_RANGE = (40.0, 70.0)
+
+VIEW_WORDS = ("front", "side", "back", "overhead")
 
 
 def wrap_azimuth(azim_deg):
@@ -46,7 +54,7 @@ def wrap_azimuth(azim_deg):
 
 
 def view_word(elev_deg: float, azim_deg: float) -> str:
-    """The spec's view word: "overhead" if e > 60; else "front" if |a| < 45, "back" if |a| > 135,
+    """The view word: "overhead" if e > 60; else "front" if |a| < 45, "back" if |a| > 135,
     else "side" (``a`` wrapped to (-180, 180] first; the boundaries 45 and 135 are "side")."""
     if elev_deg > 60.0:
         return "overhead"
@@ -244,45 +252,127 @@ def stereo_pair(camera: Camera, baseline: float) -> Camera:
     return replace(camera, target=tuple(target.tolist()))
 
 
-def sample_cameras(
-    n: int,
-    generator: torch.Generator,
-    *,
-    height: int = 128,
-    width: int = 128,
-    elevation_range: tuple[float, float] = ELEVATION_RANGE,
-    overhead_fraction: float = 0.1,
-    overhead_range: tuple[float, float] = OVERHEAD_RANGE,
-    distance_range: tuple[float, float] = DISTANCE_RANGE,
-    fov_range: tuple[float, float] = FOV_RANGE,
-) -> list[Camera]:
-    """Draw ``n`` cameras from the spec's training ranges with an explicit ``torch.Generator``.
+@dataclass(frozen=True)
+class CameraRanges:
+    """Where random training cameras come from (the one set of ranges; module docstring).
 
-    Elevation is uniform in ``elevation_range`` ([-10, 45]) except for a fraction
-    ``overhead_fraction`` of views drawn uniformly from ``overhead_range`` ((60, 80]: they are
-    "overhead" views). Azimuth is uniform in (-180, 180], distance in [1.5, 2.0], vertical field
-    of view in [40, 70] degrees.
+    Elevation is uniform in ``elevation_range`` except a fraction ``overhead_fraction`` of views
+    drawn uniformly from ``overhead_range`` (60, 80]; azimuth is uniform in (-180, 180]; distance
+    in ``distance_range``; vertical field of view in ``fov_range`` (degrees).
     """
+
+    elevation_range: tuple[float, float] = (-10.0, 45.0)
+    overhead_fraction: float = 0.15
+    overhead_range: tuple[float, float] = (60.0, 80.0)
+    distance_range: tuple[float, float] = (1.5, 2.0)
+    fov_range: tuple[float, float] = (40.0, 70.0)
+
+    def __post_init__(self):
+        if not 0.0 <= self.overhead_fraction <= 1.0:
+            raise UserError(f"overhead_fraction {self.overhead_fraction} must be in [0, 1]")
+        for name in ("elevation_range", "overhead_range", "distance_range", "fov_range"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise UserError(f"camera {name} ({lo}, {hi}) must be (low, high) with low <= high")
+        if not self.distance_range[0] > 0:
+            raise UserError(f"camera distance_range {self.distance_range} must be > 0")
+        if not (0 < self.fov_range[0] and self.fov_range[1] < 180):
+            raise UserError(f"camera fov_range {self.fov_range} must lie in (0, 180) degrees")
+
+
+@dataclass(frozen=True)
+class CameraSampling(CameraRanges):
+    """Random training views of a text-to-3D run: ``batch`` cameras per step rendered at
+    ``height`` x ``width``, drawn from the ranges."""
+
+    height: int = 32
+    width: int = 32
+    batch: int = 2
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.height < 1 or self.width < 1 or self.batch < 1:
+            raise UserError(f"cameras need height, width and batch >= 1, got {self.height}, {self.width}, {self.batch}")
+
+    def sample(self, generator: torch.Generator) -> "Cameras":
+        """One step's cameras, drawn with ``generator``."""
+        return Cameras.stack(sample_cameras(self.batch, generator, height=self.height, width=self.width, ranges=self))
+
+
+def sample_cameras(n: int, generator: torch.Generator, *, height: int = 128, width: int = 128,
+                   ranges: CameraRanges = CameraRanges()) -> list[Camera]:
+    """Draw ``n`` cameras from ``ranges`` (:class:`CameraRanges`) with an explicit ``torch.Generator``."""
     if not isinstance(generator, torch.Generator):
         raise UserError("sample_cameras needs an explicit torch.Generator; pass torch.Generator().manual_seed(seed)")
-    if not 0.0 <= overhead_fraction <= 1.0:
-        raise UserError(f"overhead_fraction {overhead_fraction} must be in [0, 1]")
     u = torch.rand(n, 6, generator=generator, dtype=torch.float64)
-    lo, hi = elevation_range
+    lo, hi = ranges.elevation_range
     elev = lo + (hi - lo) * u[:, 0]
-    olo, ohi = overhead_range
-    elev = torch.where(u[:, 1] < overhead_fraction, ohi - (ohi - olo) * u[:, 2], elev)  # (olo, ohi]
+    olo, ohi = ranges.overhead_range
+    elev = torch.where(u[:, 1] < ranges.overhead_fraction, ohi - (ohi - olo) * u[:, 2], elev)  # (olo, ohi]
     azim = 180.0 - 360.0 * u[:, 3]  # (-180, 180]
-    dist = distance_range[0] + (distance_range[1] - distance_range[0]) * u[:, 4]
-    fov = fov_range[0] + (fov_range[1] - fov_range[0]) * u[:, 5]
+    dlo, dhi = ranges.distance_range
+    dist = dlo + (dhi - dlo) * u[:, 4]
+    flo, fhi = ranges.fov_range
+    fov = flo + (fhi - flo) * u[:, 5]
     return [
         Camera(float(e), float(a), float(r), float(f), height, width)
         for e, a, r, f in zip(elev.tolist(), azim.tolist(), dist.tolist(), fov.tolist())
     ]
 
 
-def stack_cameras(cameras: list[Camera], dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(c2w (B, 4, 4), focal_px (B,))`` of a list of cameras, ready for :func:`rays_batch`."""
-    c2w = torch.stack([c.pose(dtype) for c in cameras])
-    focal = torch.tensor([c.focal_px for c in cameras], dtype=dtype)
-    return c2w, focal
+@dataclass
+class Cameras:
+    """A batch of ``B`` look-at cameras of one image size, as tensors on one device.
+
+    ``c2w (B, 4, 4)`` (the convention above), ``focal_px (B,)``, and the spherical parameters
+    ``elevation_deg``, ``azimuth_deg``, ``distance``, ``fov_deg`` (each ``(B,)``, float64, so that
+    view words at the 45-degree boundaries read as they do for :class:`Camera`) that view words
+    and camera-conditioned priors read. Renderers and guidance take this.
+    """
+
+    c2w: torch.Tensor
+    focal_px: torch.Tensor
+    elevation_deg: torch.Tensor
+    azimuth_deg: torch.Tensor
+    distance: torch.Tensor
+    fov_deg: torch.Tensor
+    height: int
+    width: int
+
+    @classmethod
+    def stack(cls, cameras: Sequence[Camera] | Camera, dtype=torch.float32) -> "Cameras":
+        """The batch of a list of :class:`Camera` of one size (or of one camera)."""
+        cameras = [cameras] if isinstance(cameras, Camera) else list(cameras)
+        if not cameras or any((c.height, c.width) != (cameras[0].height, cameras[0].width) for c in cameras):
+            raise UserError("a camera batch needs at least one camera, all of one image size")
+
+        def column(name, dtype=torch.float64):
+            return torch.tensor([float(getattr(c, name)) for c in cameras], dtype=dtype)
+
+        return cls(c2w=torch.stack([c.pose(dtype) for c in cameras]), focal_px=column("focal_px", dtype),
+                   elevation_deg=column("elevation_deg"), azimuth_deg=column("azimuth_deg"),
+                   distance=column("distance"), fov_deg=column("fov_deg"),
+                   height=cameras[0].height, width=cameras[0].width)
+
+    def __len__(self) -> int:
+        return int(self.c2w.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.c2w.device
+
+    def to(self, device) -> "Cameras":
+        return replace(self, **{k: getattr(self, k).to(device) for k in
+                                ("c2w", "focal_px", "elevation_deg", "azimuth_deg", "distance", "fov_deg")})
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """Camera centres ``(B, 3)``."""
+        return self.c2w[:, :3, 3]
+
+    def rays(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(origins, directions)``, each ``(B, H, W, 3)``, unit directions (:func:`rays_batch`)."""
+        return rays_batch(self.c2w, self.focal_px, self.height, self.width)
+
+    def view_words(self) -> list[str]:
+        return [view_word(e, a) for e, a in zip(self.elevation_deg.tolist(), self.azimuth_deg.tolist())]

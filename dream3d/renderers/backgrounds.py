@@ -1,6 +1,7 @@
 """Backgrounds: the colour seen along a ray that leaves the scene box without hitting the object.
 
-Interface (both classes): ``background(directions (N, 3), image_index=None, generator=None) ->
+Parts chosen by ``background: {kind: solid | random | mlp}`` (:data:`BACKGROUNDS`). Interface
+(every class): ``background(directions (N, 3), image_index=None, generator=None) ->
 rgb (N, 3)`` in [0, 1]. ``directions`` are world-space ray directions (+Z up, need not be unit);
 ``image_index (N,)`` (long) says which image each ray belongs to, for per-image random colours;
 ``generator`` is the explicit ``torch.Generator`` those colours are drawn with. The renderer calls
@@ -11,12 +12,41 @@ rendered in chunks.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class SolidBackgroundConfig:
+    kind: Literal["solid"] = "solid"
+    color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class RandomBackgroundConfig:
+    """One random colour per training image (DreamFusion's augmentation); ``color`` otherwise."""
+
+    kind: Literal["random"] = "random"
+    color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class MLPBackgroundConfig:
+    kind: Literal["mlp"] = "mlp"
+    hidden_dim: int = 32
+    hidden_layers: int = 2
+    n_frequencies: int = 2
+    random_aug_prob: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.random_aug_prob <= 1.0:
+            raise UserError(f"background random_aug_prob {self.random_aug_prob} must be in [0, 1]")
 
 
 def _random_image_colors(directions, image_index, generator) -> torch.Tensor:
@@ -30,22 +60,35 @@ def _random_image_colors(directions, image_index, generator) -> torch.Tensor:
 
 
 class SolidBackground(nn.Module):
-    """A fixed colour (default white), or, in training mode with ``random_colors=True``, one random
-    colour per image drawn from the generator (DreamFusion's background augmentation)."""
+    """A fixed colour (default white)."""
 
-    def __init__(self, color=(1.0, 1.0, 1.0), random_colors: bool = False):
+    random_colors = False
+
+    def __init__(self, cfg: SolidBackgroundConfig | RandomBackgroundConfig = SolidBackgroundConfig()):
         super().__init__()
-        c = torch.as_tensor(color, dtype=torch.float32).reshape(-1)
+        c = torch.as_tensor(cfg.color, dtype=torch.float32).reshape(-1)
         if c.numel() != 3 or (c < 0).any() or (c > 1).any():
             raise UserError(f"background colour {tuple(c.tolist())} must be 3 values in [0, 1]")
         self.register_buffer("color", c)
-        self.random_colors = random_colors
 
     def forward(self, directions: torch.Tensor, image_index: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         if self.random_colors and self.training:
             return _random_image_colors(directions, image_index, generator)
         return self.color.to(directions).expand(directions.shape[0], 3)
+
+    def param_groups(self) -> list[dict]:
+        return []
+
+
+class RandomColorBackground(SolidBackground):
+    """In training mode, one random colour per image drawn from the generator (DreamFusion's
+    background augmentation); its ``color`` otherwise."""
+
+    random_colors = True
+
+    def __init__(self, cfg: RandomBackgroundConfig = RandomBackgroundConfig()):
+        super().__init__(cfg)
 
 
 class MLPBackground(nn.Module):
@@ -56,19 +99,16 @@ class MLPBackground(nn.Module):
     generator) the whole batch uses random solid colours per image instead.
     """
 
-    def __init__(self, hidden_dim: int = 32, hidden_layers: int = 2, n_frequencies: int = 2,
-                 random_aug_prob: float = 0.0):
+    def __init__(self, cfg: MLPBackgroundConfig = MLPBackgroundConfig()):
         super().__init__()
-        if not 0.0 <= random_aug_prob <= 1.0:
-            raise UserError(f"random_aug_prob {random_aug_prob} must be in [0, 1]")
-        self.n_frequencies = n_frequencies
-        layers, d = [], 3 + 6 * n_frequencies
-        for _ in range(hidden_layers):
-            layers += [nn.Linear(d, hidden_dim), nn.ReLU(inplace=True)]
-            d = hidden_dim
+        self.n_frequencies = cfg.n_frequencies
+        layers, d = [], 3 + 6 * cfg.n_frequencies
+        for _ in range(cfg.hidden_layers):
+            layers += [nn.Linear(d, cfg.hidden_dim), nn.ReLU(inplace=True)]
+            d = cfg.hidden_dim
         layers.append(nn.Linear(d, 3))
         self.net = nn.Sequential(*layers)
-        self.random_aug_prob = random_aug_prob
+        self.random_aug_prob = cfg.random_aug_prob
 
     def encode(self, directions: torch.Tensor) -> torch.Tensor:
         d = F.normalize(directions.float(), dim=-1)
@@ -84,3 +124,10 @@ class MLPBackground(nn.Module):
             if torch.rand((), generator=generator, device=generator.device).item() < self.random_aug_prob:
                 return _random_image_colors(directions, image_index, generator)
         return torch.sigmoid(self.net(self.encode(directions)))
+
+    def param_groups(self) -> list[dict]:
+        return [{"name": "background", "params": list(self.parameters())}]
+
+
+BACKGROUNDS = {"solid": SolidBackground, "random": RandomColorBackground, "mlp": MLPBackground}
+BackgroundConfig = SolidBackgroundConfig | RandomBackgroundConfig | MLPBackgroundConfig

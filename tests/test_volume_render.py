@@ -1,4 +1,4 @@
-"""Volume rendering: analytic compositing, occupancy-grid skipping, gradients, field and backgrounds."""
+"""Volume rendering: analytic compositing, occupancy-grid skipping, gradients, the NeRF geometry and backgrounds."""
 
 import math
 
@@ -6,15 +6,23 @@ import pytest
 import torch
 from torch import nn
 
+from dream3d.cameras import Camera, Cameras
 from dream3d.errors import UserError
-from dream3d.nerf.background import MLPBackground, SolidBackground
-from dream3d.nerf.field import FieldConfig, NeRFField, density_normals
-from dream3d.nerf.hashgrid import HashGridConfig
-from dream3d.nerf.renderer import RendererConfig, VolumeRenderer, packed_weights, render_camera
-from dream3d.nerf.sampler import OccupancyGrid, OccupancyGridConfig, SamplerConfig, nerfacc_available, sample_rays
-from dream3d.shapes.camera import Camera
+from dream3d.geometry.hashgrid import HashGridConfig
+from dream3d.geometry.nerf import NeRFConfig, NeRFGeometry, density_normals
+from dream3d.renderers.backgrounds import (
+    MLPBackground,
+    MLPBackgroundConfig,
+    RandomBackgroundConfig,
+    RandomColorBackground,
+    SolidBackground,
+    SolidBackgroundConfig,
+)
+from dream3d.renderers.compositing import nerfacc_available, packed_weights
+from dream3d.renderers.sampler import OccupancyGrid, OccupancyGridConfig, SamplerConfig, sample_rays
+from dream3d.renderers.volume import VolumeRenderer, VolumeRendererConfig
 
-TINY = FieldConfig(encoding=HashGridConfig.from_max_resolution(64, levels=4, log2_table_size=12), hidden_dim=16)
+TINY = NeRFConfig(encoding=HashGridConfig.from_max_resolution(64, levels=4, log2_table_size=12), hidden_dim=16)
 
 
 class AnalyticField(nn.Module):
@@ -47,11 +55,11 @@ def ball(sigma, radius):
 def test_slab_opacity_and_depth_match_closed_form():
     sigma, h, dist = 2.0, 0.2, 3.0
     field = AnalyticField(slab(sigma, h))
-    renderer = VolumeRenderer(field, cfg=RendererConfig(sampler=SamplerConfig(num_samples=2048), grid=None))
+    renderer = VolumeRenderer(field, cfg=VolumeRendererConfig(sampler=SamplerConfig(num_samples=2048), grid=None))
     theta = torch.deg2rad(torch.tensor([0.0, 30.0, 60.0, 15.0]))
     d = torch.stack([torch.sin(theta), torch.zeros_like(theta), -torch.cos(theta)], -1)
     o = -dist * d  # every ray passes through the origin, the slab's centre
-    out = renderer(o, d, stratified=False)
+    out = renderer.render_rays(o, d, stratified=False)
     length = 2 * h / torch.cos(theta)
     expect = 1 - torch.exp(-sigma * length)
     torch.testing.assert_close(out["opacity"][:, 0], expect, atol=4e-3, rtol=0)
@@ -62,7 +70,7 @@ def test_slab_opacity_and_depth_match_closed_form():
     # background blends with the leftover transmittance (white by default), material = albedo
     torch.testing.assert_close(out["rgb"], out["opacity"] * field.color + (1 - out["opacity"]), atol=1e-5, rtol=0)
     # a ray that misses the box sees only the background
-    miss = renderer(torch.tensor([[0.0, 0.0, 5.0]]), torch.tensor([[1.0, 0.0, 0.0]]))
+    miss = renderer.render_rays(torch.tensor([[0.0, 0.0, 5.0]]), torch.tensor([[1.0, 0.0, 0.0]]))
     assert miss["opacity"].item() == 0 and torch.allclose(miss["rgb"], torch.ones(1, 3))
 
 
@@ -97,15 +105,15 @@ def test_occupancy_grid_skips_empty_space_and_keeps_the_image():
     grid.update(0, lambda x: field.density(x) * step, g)
     assert grid.occupied_fraction() == pytest.approx((0.5 / 2.0) ** 3)  # the 8^3 inner cells of 32^3
     cams = [Camera(20.0, a, 2.0, 50.0, 24, 24) for a in (0.0, 120.0)]
-    dense = VolumeRenderer(field, cfg=RendererConfig(sampler=cfg, grid=None))
-    skip = VolumeRenderer(field, cfg=RendererConfig(sampler=cfg, grid=OccupancyGridConfig(resolution=32)))
+    dense = VolumeRenderer(field, cfg=VolumeRendererConfig(sampler=cfg, grid=None))
+    skip = VolumeRenderer(field, cfg=VolumeRendererConfig(sampler=cfg, grid=OccupancyGridConfig(resolution=32)))
     skip.grid.load_state_dict(grid.state_dict())
     with torch.no_grad():
-        a = render_camera(dense, cams, stratified=False)
-        b = render_camera(skip, cams, stratified=False)
-    assert a["opacity"].max() > 0.9
+        a = dense(Cameras.stack(cams), stratified=False)
+        b = skip(Cameras.stack(cams), stratified=False)
+    assert a.opacity.max() > 0.9
     for k in ("rgb", "opacity", "depth"):
-        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)
+        torch.testing.assert_close(getattr(a, k), getattr(b, k), atol=1e-5, rtol=0)
     o, d = Camera(20.0, 0.0, 2.0, 50.0, 24, 24).rays()
     n_dense = len(sample_rays(o.reshape(-1, 3), d.reshape(-1, 3), 1.0, cfg))
     n_skip = len(grid.sample(o.reshape(-1, 3), d.reshape(-1, 3), cfg))
@@ -132,26 +140,26 @@ def test_occupancy_update_is_reproducible_and_stratified_needs_generator():
 
 def test_gradients_reach_field_and_background_parameters():
     torch.manual_seed(0)
-    field = NeRFField(TINY)
-    bg = MLPBackground(hidden_dim=8)
-    renderer = VolumeRenderer(field, background=bg, cfg=RendererConfig(sampler=SamplerConfig(num_samples=64)))
+    field = NeRFGeometry(TINY)
+    bg = MLPBackground(MLPBackgroundConfig(hidden_dim=8))
+    renderer = VolumeRenderer(field, background=bg, cfg=VolumeRendererConfig(sampler=SamplerConfig(num_samples=64)))
     renderer.train()
     g = torch.Generator().manual_seed(0)
-    renderer.update_grid(0, g)
-    out = render_camera(renderer, Camera(10.0, 40.0, 1.8, 50.0, 12, 12), generator=g, normals=True)
-    assert out["rgb"].shape == (1, 12, 12, 3) and out["normal"].shape == (1, 12, 12, 3)
-    (out["rgb"].mean() + out["normal"].abs().mean()).backward()
+    renderer.update(0, g)
+    out = renderer(Cameras.stack(Camera(10.0, 40.0, 1.8, 50.0, 12, 12)), generator=g, normals=True)
+    assert out.rgb.shape == (1, 12, 12, 3) and out.normal.shape == (1, 12, 12, 3)
+    (out.rgb.mean() + out.normal.abs().mean()).backward()
     for name, p in [("hash table", field.encoding.params), ("density mlp", field.density_net[0].weight),
                     ("albedo mlp", field.albedo_net[0].weight), ("background", bg.net[0].weight)]:
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     analytic = AnalyticField(ball(5.0, 0.5))
-    out = render_camera(analytic, Camera(0.0, 0.0, 2.0, 50.0, 8, 8))
-    out["opacity"].sum().backward()
+    out = VolumeRenderer(analytic, cfg=VolumeRendererConfig(grid=None))(Cameras.stack(Camera(0.0, 0.0, 2.0, 50.0, 8, 8)))
+    out.opacity.sum().backward()
     assert analytic.gain.grad > 0
 
 
 def test_field_blob_normals_and_density_grid():
-    field = NeRFField(TINY)
+    field = NeRFGeometry(TINY)
     x = torch.tensor([[0.0, 0.0, 0.0], [0.3, 0.0, 0.0], [0.0, 0.0, -0.3], [0.9, 0.9, 0.9]])
     s = field.density(x).detach()
     assert s[0] > s[1] > s[3] and s.min() >= 0  # the blob: dense centre, fading outwards
@@ -165,8 +173,8 @@ def test_field_blob_normals_and_density_grid():
     assert grid.shape == (9, 9, 9) and grid[4, 4, 4] == grid.max()
     torch.testing.assert_close(grid[8, 4, 4], field.density(torch.tensor([[1.0, 0.0, 0.0]]))[0].detach())
     with pytest.raises(UserError):
-        FieldConfig(density_activation="relu")
-    f2 = NeRFField(FieldConfig(encoding=TINY.encoding, density_activation="trunc_exp"))
+        NeRFConfig(density_activation="relu")
+    f2 = NeRFGeometry(NeRFConfig(encoding=TINY.encoding, density_activation="trunc_exp"))
     assert f2.density(x[:1]).item() > 1e3  # exp(10 + raw)
 
 
@@ -174,7 +182,7 @@ def test_blob_cap_flattens_the_centre_and_keeps_the_outside():
     from dataclasses import replace
 
     x = torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.45, 0.0, 0.0], [0.9, 0.0, 0.0]])
-    plain, capped = NeRFField(TINY).blob(x), NeRFField(replace(TINY, blob_cap=2.0)).blob(x)
+    plain, capped = NeRFGeometry(TINY).blob(x), NeRFGeometry(replace(TINY, blob_cap=2.0)).blob(x)
     torch.testing.assert_close(capped[:2], torch.full((2,), 2.0))  # plateau at the cap
     torch.testing.assert_close(capped[2:], plain[2:])  # near the rim and outside: unchanged
     assert abs(float(plain[0]) - TINY.blob_density) < 1e-4 and plain[3] < -5
@@ -182,8 +190,9 @@ def test_blob_cap_flattens_the_centre_and_keeps_the_outside():
 
 def test_backgrounds():
     d = torch.randn(10, 3)
-    torch.testing.assert_close(SolidBackground((0.2, 0.4, 0.6))(d), torch.tensor([[0.2, 0.4, 0.6]]).expand(10, 3))
-    bg = SolidBackground(random_colors=True).train()
+    solid = SolidBackground(SolidBackgroundConfig(color=(0.2, 0.4, 0.6)))
+    torch.testing.assert_close(solid(d), torch.tensor([[0.2, 0.4, 0.6]]).expand(10, 3))
+    bg = RandomColorBackground(RandomBackgroundConfig()).train()
     idx = torch.tensor([0] * 5 + [1] * 5)
     a = bg(d, idx, torch.Generator().manual_seed(0))
     b = bg(d, idx, torch.Generator().manual_seed(0))
@@ -222,11 +231,30 @@ def test_nerfacc_backend_matches_ours_on_cuda():  # pragma: no cover - CUDA mach
 def test_early_stop_prunes_hidden_samples_without_changing_the_image():
     field = AnalyticField(cube(200.0, 0.25))
     o, d = Camera(20.0, 30.0, 2.0, 50.0, 16, 16).rays()
-    plain = VolumeRenderer(field, cfg=RendererConfig(grid=None))
-    pruned = VolumeRenderer(field, cfg=RendererConfig(grid=None, sampler=SamplerConfig(early_stop_eps=1e-4)))
+    plain = VolumeRenderer(field, cfg=VolumeRendererConfig(grid=None))
+    pruned = VolumeRenderer(field, cfg=VolumeRendererConfig(grid=None, sampler=SamplerConfig(early_stop_eps=1e-4)))
     with torch.no_grad():
-        a, b = plain(o, d), pruned(o, d)
+        a, b = plain.render_rays(o, d), pruned.render_rays(o, d)
     torch.testing.assert_close(a["opacity"], b["opacity"], atol=2e-4, rtol=0)
     n_plain = len(plain.sample(o.reshape(-1, 3), d.reshape(-1, 3)))
     n_pruned = len(pruned.sample(o.reshape(-1, 3), d.reshape(-1, 3)))
     assert n_pruned < 0.95 * n_plain
+
+
+def test_occupancy_update_with_repeated_cells_does_not_depend_on_threads():
+    """After the warm-up an update draws cells at random, some twice; each such cell must take the same
+    value whatever the thread count (a plain indexed assignment leaves the winner to the threads)."""
+    field = AnalyticField(ball(40.0, 0.6))
+    results = []
+    for threads in (1, 2):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            grid = OccupancyGrid(1.0, OccupancyGridConfig(resolution=48, warmup_steps=0))
+            g = torch.Generator().manual_seed(0)
+            for step in range(3):
+                grid.update(step, lambda x: field.density(x) * 0.1, g)
+            results.append(grid.occs.clone())
+        finally:
+            torch.set_num_threads(before)
+    assert torch.equal(results[0], results[1])

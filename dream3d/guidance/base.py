@@ -1,0 +1,105 @@
+"""What every guidance is: a frozen (or partly trained) prior that turns renders into loss terms.
+
+``guidance(images, cameras, step, generator) -> GuidanceOutput``: ``images (B, 3, H, W)`` renders
+in [0, 1] with gradients, ``cameras`` the :class:`~dream3d.cameras.Cameras` they were rendered
+from (a model without camera input gets the view words of DreamFusion's view-dependent prompts,
+:mod:`.prompts`), ``step`` the optimisation step (timestep annealing), ``generator`` the run's one
+``torch.Generator``. The output holds named scalar loss terms, which a system adds to its loss
+with weight 1 (a guidance's strength lives in its own settings), and numbers for the log.
+
+A guidance is an ``nn.Module``: what it trains (a LoRA of the prior, a camera embedding) are its
+parameters, saved in the run's checkpoint with its ``state_dict``; :meth:`Guidance.optimizer`
+gives them their own optimizer (stepped by the trainer with the others). The frozen prior itself
+(:class:`~dream3d.diffusion.core.LatentDiffusion`) is not a submodule: it is neither trained
+nor checkpointed.
+
+Settings every guidance has (:class:`GuidanceConfigBase`): the negative prompt, the view-prompt
+style, and the timestep range ``[t_min, t_max]`` (fractions of the training timesteps) whose upper
+end anneals linearly to ``t_max_end`` over ``anneal_steps`` steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..cameras import Cameras
+from ..errors import UserError
+from .prompts import view_prompts
+
+
+@dataclass(frozen=True)
+class GuidanceConfigBase:
+    renamed_keys: ClassVar[dict[str, str]] = {"mode": "kind"}  # ``guidance.mode`` before parts had kinds
+
+    negative_prompt: str = ""
+    view_prompts: Literal["suffix", "none"] = "suffix"
+    t_min: float = 0.02
+    t_max: float = 0.98
+    t_max_end: float | None = None  # anneal t_max to this value (None: no annealing)
+    anneal_steps: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.t_min <= self.t_max <= 1.0:
+            raise UserError(f"guidance timesteps need 0 <= t_min <= t_max <= 1, got t_min {self.t_min}, "
+                            f"t_max {self.t_max}")
+
+
+@dataclass
+class GuidanceOutput:
+    terms: dict[str, torch.Tensor]  # named scalar loss terms
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Guidance(nn.Module):
+    """Base class of guidance (module docstring) on a latent diffusion ``core`` for ``prompt``."""
+
+    def __init__(self, core, cfg: GuidanceConfigBase, prompt: str):
+        super().__init__()
+        self.core = core
+        self.cfg = cfg
+        self.prompt = prompt
+
+    def forward(self, images: torch.Tensor, cameras: Cameras, step: int,
+                generator: torch.Generator) -> GuidanceOutput:
+        raise NotImplementedError
+
+    def update(self, step: int, generator: torch.Generator) -> None:
+        """Per-step hook (nothing by default)."""
+
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The optimizer of what this guidance trains (``None``: it trains nothing)."""
+        return None
+
+    def prompts(self, cameras: Cameras) -> list[str]:
+        """The view-dependent prompt of each camera."""
+        return view_prompts(self.prompt, cameras.elevation_deg.tolist(), cameras.azimuth_deg.tolist(),
+                            self.cfg.view_prompts)
+
+    def t_range(self, step: int) -> tuple[int, int]:
+        """Integer timestep range [lo, hi] at optimisation ``step`` (annealed)."""
+        cfg = self.cfg
+        t_max = cfg.t_max
+        if cfg.t_max_end is not None and cfg.anneal_steps > 0:
+            frac = min(1.0, step / cfg.anneal_steps)
+            t_max = cfg.t_max + (cfg.t_max_end - cfg.t_max) * frac
+        n = self.core.num_train_timesteps
+        lo = int(cfg.t_min * n)
+        hi = max(lo, int(t_max * n))
+        return lo, min(hi, n - 1)
+
+    def sample_timesteps(self, batch: int, step: int, generator: torch.Generator) -> torch.Tensor:
+        """One timestep per image, uniform in :meth:`t_range`."""
+        lo, hi = self.t_range(step)
+        return torch.randint(lo, hi + 1, (batch,), generator=generator).to(self.core.device)
+
+    def resize(self, images: torch.Tensor) -> torch.Tensor:
+        """Renders at the prior's image size (anti-aliased bilinear), on its device."""
+        size = self.core.default_size
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return images.to(self.core.device)
