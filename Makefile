@@ -11,7 +11,7 @@ DEMO_OUT ?= outputs/demo
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install demo test test-fast bench sysdeps clean
+.PHONY: install demo test test-fast lint format bench sysdeps clean
 
 install: $(STAMP)
 
@@ -43,6 +43,14 @@ test: install
 
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/txt2img.py

@@ -3,12 +3,12 @@
 The straightforward implementation, written here, is what a direct port of the Instant-NGP
 formulas looks like: a Python loop over levels, and per level a loop over the 8 cell corners, each
 with its own index computation, its own gather from that level's table (``table[index]``) and its
-own weighted add. Ours (``dream3d.nerf.hashgrid``) comes in two forms, both timed:
+own weighted add. Ours (``dream3d.geometry.hashgrid``) comes in two forms, both timed:
 
 - "PyTorch ops": one ``(8, levels, N)`` index tensor built by broadcasting per-axis corner terms,
   one gather and one weighted sum per feature (``torch.compile`` of it is measured too);
 - "C kernel" (the CPU default when a C compiler works): indices, weights, gather and scatter in
-  one compiled loop (``dream3d/nerf/hashgrid_kernel.c``), run over level ranges on the torch threads.
+  one compiled loop (``dream3d/geometry/hashgrid_kernel.c``), run over level ranges on the torch threads.
 
 Before timing, each is checked to give the same outputs and gradients as the reference (table and
 input; the kernel serves points without an input gradient, so its input gradient is the PyTorch ops').
@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import machine, median, print_table, write_results  # noqa: E402
 
-from dream3d.nerf.hashgrid import PRIMES, HashGridConfig, HashGridEncoding, level_layout, tcnn_available  # noqa: E402
-from dream3d.nerf.hashgrid_kernel import kernel_available, kernel_unavailable_reason  # noqa: E402
+from dream3d.geometry.hashgrid import PRIMES, HashGridConfig, HashGridEncoding, level_layout, tcnn_available  # noqa: E402
+from dream3d.geometry.hashgrid_kernel import kernel_available, kernel_unavailable_reason  # noqa: E402
 
 
 class LoopHashGrid(nn.Module):
@@ -173,7 +173,7 @@ def main() -> None:
             cref = LoopHashGrid(cfg, ours.params.t()).to(args.device)
             sides["reference + torch.compile"] = (torch.compile(cref, dynamic=True), list(cref.parameters()))
         if args.device == "cuda" and tcnn_available():
-            from dream3d.nerf.hashgrid import TcnnEncoding
+            from dream3d.geometry.hashgrid import TcnnEncoding
 
             tc = TcnnEncoding(cfg, args.device)
             sides["tinycudann"] = (tc, list(tc.parameters()))

@@ -38,7 +38,6 @@ from _common import machine, median, print_table, write_results  # noqa: E402
 
 from stereo import forward_warp, make_pair, scale_disparity, sharpen_disparity  # noqa: E402
 
-
 # ----------------------------------------------------------------------------------------------
 # Baselines: straightforward column loops of the spec
 

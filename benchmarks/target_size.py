@@ -1,7 +1,7 @@
 """How faithful the bundled prior's denoised targets are to the size of the object in the render.
 
 For each shape, renders of the true object (the shapes world's renderer, random training cameras)
-go through the target guidance (``ScoreDistillation.denoised_target``: noise to t, DDIM with CFG,
+go through the target guidance (``DenoisedTargetGuidance.denoised_target``: noise to t, DDIM with CFG,
 decode) at several t. Reported per t: the mean and median ratio of the target's silhouette area to
 the render's (:func:`dream3d.guidance.sds.silhouette`), and their correlation over the cameras. A
 faithful target has ratio ~1 and correlation ~1; a correlation near 0 means the target's size is
@@ -45,14 +45,14 @@ def main() -> None:
     if args.cameras < 2 or not all(0 < t < 1 for t in args.t):
         p.error("--cameras needs at least 2 (for a correlation) and every --t must be in (0, 1)")
 
+    from dream3d.cameras import sample_cameras
     from dream3d.diffusion.core import LatentDiffusion
+    from dream3d.guidance.denoised_target import DenoisedTargetGuidance, TargetConfig, silhouette
     from dream3d.guidance.prompts import view_prompts
-    from dream3d.guidance.sds import GuidanceConfig, ScoreDistillation, silhouette
-    from dream3d.shapes.camera import sample_cameras
     from dream3d.shapes.render import render, to_uint8
 
     core = LatentDiffusion.from_pretrained(args.model, device="cpu")
-    guidance = ScoreDistillation(core, GuidanceConfig(mode="target", denoise_steps=8, target_guidance_scale=7.5))
+    guidance = DenoisedTargetGuidance(core, TargetConfig(denoise_steps=8, target_guidance_scale=7.5), "")
     size = core.default_size
     cams = sample_cameras(args.cameras, torch.Generator().manual_seed(args.seed), height=size, width=size)
     rows, results = [], []

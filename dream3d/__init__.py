@@ -4,6 +4,8 @@ The Python API mirrors the command line: ``dream3d.txt2img(...)`` is ``dream3d t
 Heavy modules (torch, diffusers) load on first use, so ``import dream3d`` stays fast.
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 _API = {
@@ -15,10 +17,9 @@ _API = {
 }
 
 
+# Lazy API: a name's module (torch, diffusers) loads on first access, which keeps `import dream3d` fast.
 def __getattr__(name):
     if name in _API:
-        import importlib
-
         module, attr = _API[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'dream3d' has no attribute '{name}'")

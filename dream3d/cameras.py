@@ -44,7 +44,6 @@ import torch
 
 from .errors import UserError
 
-
 VIEW_WORDS = ("front", "side", "back", "overhead")
 
 
@@ -238,7 +237,7 @@ class Camera:
         uv = torch.stack([0.5 * self.width + f * cam[..., 0] / z, 0.5 * self.height - f * cam[..., 1] / z], -1)
         return uv.float(), z.float()
 
-    def resized(self, height: int, width: int) -> "Camera":
+    def resized(self, height: int, width: int) -> Camera:
         """The same camera at another resolution (same field of view)."""
         return replace(self, height=height, width=width)
 
@@ -294,7 +293,7 @@ class CameraSampling(CameraRanges):
         if self.height < 1 or self.width < 1 or self.batch < 1:
             raise UserError(f"cameras need height, width and batch >= 1, got {self.height}, {self.width}, {self.batch}")
 
-    def sample(self, generator: torch.Generator) -> "Cameras":
+    def sample(self, generator: torch.Generator) -> Cameras:
         """One step's cameras, drawn with ``generator``."""
         return Cameras.stack(sample_cameras(self.batch, generator, height=self.height, width=self.width, ranges=self))
 
@@ -340,7 +339,7 @@ class Cameras:
     width: int
 
     @classmethod
-    def stack(cls, cameras: Sequence[Camera] | Camera, dtype=torch.float32) -> "Cameras":
+    def stack(cls, cameras: Sequence[Camera] | Camera, dtype=torch.float32) -> Cameras:
         """The batch of a list of :class:`Camera` of one size (or of one camera)."""
         cameras = [cameras] if isinstance(cameras, Camera) else list(cameras)
         if not cameras or any((c.height, c.width) != (cameras[0].height, cameras[0].width) for c in cameras):
@@ -361,7 +360,7 @@ class Cameras:
     def device(self) -> torch.device:
         return self.c2w.device
 
-    def to(self, device) -> "Cameras":
+    def to(self, device) -> Cameras:
         return replace(self, **{k: getattr(self, k).to(device) for k in
                                 ("c2w", "focal_px", "elevation_deg", "azimuth_deg", "distance", "fov_deg")})
 

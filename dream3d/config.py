@@ -20,13 +20,14 @@ import dataclasses
 import os
 import types
 import typing
-from pathlib import Path
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from .errors import ConfigError
+from .io import write_text
 
 T = TypeVar("T")
 
@@ -294,6 +295,4 @@ def to_yaml(cfg: Any) -> str:
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
     """Write the resolved config atomically (``config.yaml`` next to a run's outputs)."""
-    from .io import write_text
-
     write_text(path, to_yaml(cfg))

@@ -11,8 +11,12 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+import numpy as np
+from PIL import Image
 
 from .errors import UserError
 
@@ -76,9 +80,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def save_image(path: str | os.PathLike, image) -> None:
     """Save a PIL image or an HxW(x3/4) uint8 / uint16 numpy array as PNG (or by extension)."""
-    import numpy as np
-    from PIL import Image
-
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     with atomic_path(path) as tmp:
@@ -86,8 +87,6 @@ def save_image(path: str | os.PathLike, image) -> None:
 
 
 def _json_default(o: Any):
-    import numpy as np
-
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

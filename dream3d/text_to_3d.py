@@ -120,8 +120,7 @@ def _metrics(cfg: Txt2MeshConfig, run: StagedRun, core: LatentDiffusion, export_
         "prompt": cfg.prompt, "seed": cfg.seed, "steps": trainer.step, "seconds": round(trainer.seconds, 1),
         "steps_per_second": round(trainer.step / trainer.seconds, 3) if trainer.seconds else None,
         "peak_memory_mb": round(peak), "device": str(system.device), "dtype": dtype_name(core.dtype),
-        "model": core.source, "encoding_backend": system.geometry.encoding.backend,
-        "skipped_steps": trainer.skipped,
+        "model": core.source, **system.geometry.describe(), "skipped_steps": trainer.skipped,
         "final_loss": sum(h["loss"] for h in last) / max(1, len(last)),
         "export": export_info,
     }

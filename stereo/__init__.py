@@ -51,8 +51,8 @@ __all__ = [
 
 
 def __getattr__(name):
-    if name == "StereoPairDataset":  # imports torch: only on use
-        from .dataset import StereoPairDataset
+    if name == "StereoPairDataset":  # the `dream3d stereo` commands never need it
+        from .dataset import StereoPairDataset  # noqa: PLC0415 - deferred: imports torch (~1 s)
 
         return StereoPairDataset
     raise AttributeError(f"module 'stereo' has no attribute '{name}'")

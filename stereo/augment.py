@@ -42,7 +42,7 @@ class ColourJitter:
     hue: float
 
     @classmethod
-    def draw(cls, rng: np.random.Generator) -> "ColourJitter":
+    def draw(cls, rng: np.random.Generator) -> ColourJitter:
         lo, hi = 1.0 - JITTER_RANGE, 1.0 + JITTER_RANGE
         return cls(
             brightness=float(rng.uniform(lo, hi)),

@@ -18,7 +18,7 @@ a table and looked up (:func:`colour_lut`).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

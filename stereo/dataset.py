@@ -18,8 +18,9 @@ Returned dict (tensors): ``left`` and ``right`` 3 x H x W float32 in [0, 1], ``d
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from dream3d.errors import ModelLoadError
 
 from ._arrays import as_map
 from .pfm import read_pfm
@@ -170,10 +173,8 @@ class DepthModel:
         return {"type": "depth-model", "model": self.model_id, "kind": self.kind}
 
     def _load_config(self):
-        from dream3d.errors import ModelLoadError
-
         if self._config is None:
-            from transformers import AutoConfig
+            from transformers import AutoConfig  # noqa: PLC0415 - deferred: ~1.4 s to import; only --depth-model needs it
 
             try:
                 self._config = AutoConfig.from_pretrained(self.model_id, local_files_only=_offline())
@@ -188,8 +189,6 @@ class DepthModel:
     @property
     def kind(self) -> str:
         """``"inverse"`` or ``"depth"``: what the model outputs (raises if it cannot tell)."""
-        from dream3d.errors import ModelLoadError
-
         if self._kind is None:
             config = self._load_config()
             kind = model_output_kind(config)
@@ -204,10 +203,11 @@ class DepthModel:
     def load(self) -> tuple[Any, Any]:
         """Load (once) and return ``(image_processor, model)``."""
         if self._loaded is None:
-            import torch
-            from transformers import AutoImageProcessor, AutoModelForDepthEstimation
-
-            from dream3d.errors import ModelLoadError
+            import torch  # noqa: PLC0415 - deferred: ~0.9 s to import; only --depth-model needs it
+            from transformers import (  # noqa: PLC0415 - deferred: ~3 s to import; only --depth-model needs it
+                AutoImageProcessor,
+                AutoModelForDepthEstimation,
+            )
 
             self._load_config()
             _ = self.kind
@@ -225,7 +225,7 @@ class DepthModel:
         return self._loaded
 
     def __call__(self, stem: str, image: np.ndarray) -> np.ndarray:
-        import torch
+        import torch  # noqa: PLC0415 - deferred: ~0.9 s to import; only --depth-model needs it
 
         processor, model = self.load()
         height, width = image.shape[:2]

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from dream3d.io import save_image
+
 from ._arrays import as_map
 
 # Anchors from far (0) to near (1): dark blue, blue, cyan, green, yellow, orange, red, white-ish.
@@ -60,6 +62,4 @@ def disparity_preview(disparity: Any, max_disparity: float | None = None, valid:
 
 def save_disparity_preview(path: str | os.PathLike, disparity: Any, max_disparity: float | None = None, valid: Any = None) -> None:
     """Write :func:`disparity_preview` as a PNG, atomically."""
-    from dream3d.io import save_image
-
     save_image(path, disparity_preview(disparity, max_disparity=max_disparity, valid=valid))

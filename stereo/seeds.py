@@ -12,7 +12,7 @@ import hashlib
 
 def sample_seed(global_seed: int, name: str) -> int:
     """A 63-bit seed from ``(global_seed, name)``: SHA-256 of ``"<global_seed>/<name>"``."""
-    digest = hashlib.sha256(f"{int(global_seed)}/{name}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{int(global_seed)}/{name}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
 

@@ -18,27 +18,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dream3d.io import atomic_path, save_image
 
-def load_stereo_scene_maker():
-    """``make_stereo_scene`` from the shapes world, or a UserError if this install lacks it."""
-    from dream3d.errors import UserError
-
-    try:
-        from dream3d.shapes.stereo_scene import make_stereo_scene
-    except ImportError as e:
-        raise UserError(
-            f"the shapes world's stereo scenes are not available ({e}); update dream3d, or use --depth-dir/--depth-model"
-        ) from None
-    return make_stereo_scene
+from .pfm import write_pfm
 
 
 def write_shapes_inputs(out_dir: str | os.PathLike, count: int, seed: int = 0, height: int = 256, width: int = 512) -> list[str]:
     """Render ``count`` scenes (seeds ``seed .. seed + count - 1``) into ``out_dir``; returns the stems."""
-    from dream3d.io import atomic_path, save_image
-
-    from .pfm import write_pfm
-
-    make_stereo_scene = load_stereo_scene_maker()
+    from dream3d.shapes.stereo_scene import make_stereo_scene  # noqa: PLC0415 - deferred: loads torch (~1.5 s)
     out_dir = Path(out_dir)
     stems = []
     for s in range(seed, seed + count):

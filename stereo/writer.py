@@ -33,15 +33,23 @@ Guarantees:
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from dream3d.errors import UserError
+from dream3d.io import atomic_path, write_json, write_text
 
 from .depth_sources import MissingDepth, UnreadableDepth
 from .disparity import MAX_DISPARITY, draw_scale
@@ -156,8 +164,6 @@ def completed_stems(out_dir: Path) -> set[str]:
 
 def write_index(out_dir: str | os.PathLike) -> int:
     """(Re)write ``pairs.txt`` listing every complete sample of ``out_dir``; returns the count."""
-    from dream3d.io import write_text
-
     out_dir = Path(out_dir)
     stems = sorted(completed_stems(out_dir))
     lines = [f"left/{s}.png right/{s}.png disparity/{s}.pfm\n" for s in stems]
@@ -176,11 +182,6 @@ def _settings(options: GenerateOptions, depth: Any) -> dict:
 
 
 def _check_settings(out_dir: Path, settings: dict) -> None:
-    import json
-
-    from dream3d.errors import UserError
-    from dream3d.io import write_json
-
     path = out_dir / "settings.json"
     if path.is_file():
         try:
@@ -208,18 +209,12 @@ def _init_context(images_dir: str, out_dir: str, backgrounds: list[str], depth: 
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
-    from PIL import Image
-
-    from dream3d.io import atomic_path
-
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG", compress_level=3)
 
 
 def _process(sample: Sample) -> tuple[str, str, str | None]:
     """Make and write one sample; returns ``(status, file, reason)``, status ok / failed / fatal."""
-    from dream3d.errors import UserError
-
     try:
         _make_and_write(sample)
         return ("ok", sample.file, None)
@@ -234,8 +229,6 @@ def _process(sample: Sample) -> tuple[str, str, str | None]:
 
 
 def _make_and_write(sample: Sample) -> None:
-    from dream3d.io import atomic_path, write_json
-
     images_dir: Path = _CONTEXT["images_dir"]
     out_dir: Path = _CONTEXT["out_dir"]
     backgrounds: list[str] = _CONTEXT["backgrounds"]
@@ -304,8 +297,6 @@ def _make_and_write(sample: Sample) -> None:
 
 
 def _default_log(message: str) -> None:
-    from tqdm import tqdm
-
     tqdm.write(message, file=sys.stderr)
 
 
@@ -337,11 +328,6 @@ def generate(
         dream3d.errors.UserError: missing folder, unwritable output, no images, settings that
             differ from an earlier run in the same folder, or a depth model that cannot load.
     """
-    from tqdm import tqdm
-
-    from dream3d.errors import UserError
-    from dream3d.io import write_text
-
     options = options or GenerateOptions()
     log = log or _default_log
     images_dir, out_dir = Path(images_dir), Path(out_dir)
@@ -396,10 +382,6 @@ def generate(
 
 
 def _ensure_output(out_dir: Path) -> None:
-    import tempfile
-
-    from dream3d.errors import UserError
-
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):

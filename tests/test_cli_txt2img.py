@@ -5,9 +5,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from dream3d import txt2img
 from dream3d.cli import main
 
 
@@ -33,10 +35,6 @@ def test_writes_pngs_and_json(tiny_model, tmp_path, capsys):
 
 
 def test_python_api_matches_cli(tiny_model, tmp_path, capsys):
-    import numpy as np
-
-    from dream3d import txt2img
-
     images = txt2img("a red cube", model=str(tiny_model), steps=3, seed=5, scheduler="euler", progress=False)
     run_cli(capsys, "txt2img", "a red cube", "--model", str(tiny_model), "--steps", "3", "--seed", "5",
             "--scheduler", "euler", "-o", str(tmp_path))

@@ -3,7 +3,7 @@ from typing import ClassVar, Literal
 
 import pytest
 
-from dream3d.config import ConfigError, from_dict, load_config, save_config, to_dict
+from dream3d.config import ConfigError, load_config, save_config, to_dict
 
 
 @dataclass

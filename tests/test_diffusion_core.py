@@ -3,15 +3,14 @@
 import numpy as np
 import pytest
 import torch
+from diffusers import StableDiffusionPipeline
 
-from dream3d.diffusion.core import LatentDiffusion, cfg_combine
+from dream3d.diffusion.core import cfg_combine
 from dream3d.diffusion.schedulers import SCHEDULERS, make_scheduler
 
 
 @pytest.fixture(scope="module")
 def pipe(tiny_model):
-    from diffusers import StableDiffusionPipeline
-
     p = StableDiffusionPipeline.from_pretrained(tiny_model, safety_checker=None, requires_safety_checker=False)
     p.set_progress_bar_config(disable=True)
     return p

@@ -13,6 +13,7 @@ from dream3d.diffusion.build import build_components
 from dream3d.diffusion.core import LatentDiffusion
 from dream3d.diffusion.loading import bundled_prior_path
 from dream3d.diffusion.schedulers import make_scheduler
+from dream3d.errors import UserError
 from dream3d.prior.evaluate import PriorEvalConfig, evaluate_prior
 from dream3d.prior.train import PriorTrainConfig, model_spec, train_prior, vae_stage
 from dream3d.trainer import StagedRun
@@ -135,10 +136,6 @@ def test_prior_train_bad_config_is_one_line_exit_2(tmp_path, capsys, override, m
 
 
 def test_training_on_the_vae_of_another_model_skips_stage_1(tmp_path):
-    from safetensors.torch import load_file
-
-    from dream3d.errors import UserError
-
     train_prior(PriorTrainConfig(**TINY), tmp_path / "a", progress=False)
     record = train_prior(PriorTrainConfig(**{**TINY, "vae_from": str(tmp_path / "a"), "seed": 1}), tmp_path / "b",
                          progress=False)

@@ -10,11 +10,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
+from scipy.spatial import cKDTree
 
 import stereo
+import stereo.sharpen
+import stereo.warp
 from stereo import forward_warp, make_pair, scale_disparity, sharpen_disparity, sobel_magnitude
+from stereo.background import match_colour, match_colour_uint8
 from stereo.disparity import draw_scale
-
+from stereo.sharpen import nearest_valid_indices
 
 # ----------------------------------------------------------------------------------------------
 # Oracles (straightforward implementations of the spec)
@@ -171,8 +176,6 @@ def test_warp_matches_oracle_on_random_inputs(mode):
 
 def test_warp_matches_oracle_across_row_blocks(monkeypatch):
     """Rows are processed in blocks; a block boundary inside the image changes nothing."""
-    import stereo.warp
-
     rng = np.random.default_rng(2)
     H, W = 7, 30
     d = rng.uniform(0, 12, (H, W))
@@ -201,8 +204,6 @@ def test_sobel_matches_oracle():
 @pytest.mark.parametrize("fill", ["sparse", "edt"])
 @pytest.mark.parametrize("mode", ["reference", "default"])
 def test_sharpen_matches_oracle_up_to_equidistant_ties(mode, fill, monkeypatch):
-    import stereo.sharpen
-
     monkeypatch.setattr(stereo.sharpen, "SPARSE_FILL_FRACTION", 1.0 if fill == "sparse" else 0.0)
     rng = np.random.default_rng(4)
     ties = 0
@@ -231,13 +232,31 @@ def test_sharpen_matches_oracle_up_to_equidistant_ties(mode, fill, monkeypatch):
     assert ties > 0  # the cases exercise equidistant ties
 
 
+def test_reference_sharpening_breaks_ties_as_the_published_kd_tree():
+    """Reference mode fills like the published code: scipy's nearest-neighbour interpolation, a k-d
+    tree over the (row, col) of the pixels that keep their value, ties included (inputs are
+    integer-valued, so equidistant candidates with different values are common)."""
+    rng = np.random.default_rng(7)
+    ties = 0
+    for _ in range(60):
+        H, W = int(rng.integers(4, 16)), int(rng.integers(4, 18))
+        d = np.round(rng.uniform(0, 4, (H, W)))
+        d[:, int(rng.integers(1, W)) :] += np.round(rng.uniform(5, 20))
+        candidates, before = oracle_sharpen_candidates(d, reference=True)
+        if candidates is None:
+            continue
+        keep = np.argwhere(before > 0)
+        fill = np.array(sorted(candidates))
+        _, nearest = cKDTree(keep).query(fill)
+        expect = before.copy()
+        expect[fill[:, 0], fill[:, 1]] = before[keep[nearest, 0], keep[nearest, 1]]
+        np.testing.assert_array_equal(sharpen_disparity(d, mode="reference"), expect.astype(np.float32))
+        ties += sum(len(options) > 1 for options in candidates.values())
+    assert ties > 20
+
+
 def test_nearest_valid_indices_is_exact(monkeypatch):
     """The sparse search finds pixels exactly as near as scipy's Euclidean distance transform."""
-    from scipy import ndimage
-
-    import stereo.sharpen
-    from stereo.sharpen import nearest_valid_indices
-
     rng = np.random.default_rng(16)
     for case in range(60):
         H, W = int(rng.integers(1, 40)), int(rng.integers(1, 60))
@@ -453,8 +472,6 @@ def test_make_pair_shapes_crop_and_determinism():
 
 
 def test_match_colour_statistics():
-    from stereo.background import match_colour, match_colour_uint8
-
     rng = np.random.default_rng(17)
     left = rng.integers(0, 256, (20, 30, 3)).astype(np.uint8)
     bg = (rng.integers(0, 256, (20, 30, 3)) // 2 + 60).astype(np.uint8)

@@ -7,8 +7,16 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
+from transformers import DepthAnythingConfig, DPTConfig, ZoeDepthConfig
 
-from stereo.depth_sources import DepthDir, MissingDepth, UnreadableDepth, load_depth_map, model_output_kind, to_inverse_depth
+from stereo.depth_sources import (
+    DepthDir,
+    MissingDepth,
+    UnreadableDepth,
+    load_depth_map,
+    model_output_kind,
+    to_inverse_depth,
+)
 from stereo.images import UnreadableImage, load_rgb
 from stereo.kitti_png import decode_disparity_png, encode_disparity_png, read_disparity_png, write_disparity_png
 from stereo.pfm import PFMError, read_pfm, write_pfm
@@ -152,8 +160,6 @@ def test_depth_dir_kinds_and_resizing(tmp_path):
 
 
 def test_model_output_kind_from_config():
-    from transformers import DepthAnythingConfig, DPTConfig, ZoeDepthConfig
-
     assert model_output_kind(DPTConfig()) == "inverse"
     assert model_output_kind(DepthAnythingConfig()) == "inverse"
     assert model_output_kind(DepthAnythingConfig(depth_estimation_type="metric")) == "depth"

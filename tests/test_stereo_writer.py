@@ -6,7 +6,10 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
 
 import stereo.writer as writer
 from dream3d.cli import main
@@ -43,7 +46,7 @@ def make_inputs(root, count=4, size=(24, 230)):
             Image.fromarray(rgba, "RGBA").save(images / f"{stem}.png")
             Image.fromarray((inv * 20000).astype(np.uint16)).save(depth / f"{stem}.png")
         else:
-            Image.fromarray((rgb[..., 1].astype(np.uint16) * 257)).save(images / f"{stem}.png")  # 16-bit
+            Image.fromarray(rgb[..., 1].astype(np.uint16) * 257).save(images / f"{stem}.png")  # 16-bit
             np.save(depth / f"{stem}.npy", inv)
         stems.append(stem)
     return images, depth, stems
@@ -253,10 +256,6 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
 
 @pytest.fixture(scope="module")
 def tiny_depth_model(tmp_path_factory):
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-    from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
-    import torch
-
     torch.manual_seed(0)
     backbone = Dinov2Config(
         hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=56,

@@ -1,3 +1,5 @@
+from transformers import CLIPTokenizer
+
 from dream3d.diffusion.build import DEFAULT_WORDS
 from dream3d.diffusion.tokenizer import build_word_tokenizer, save_tokenizer
 
@@ -16,8 +18,6 @@ def test_every_listed_word_is_one_token_and_build_is_deterministic():
 
 
 def test_unknown_words_still_tokenize_and_round_trip_through_files(tmp_path):
-    from transformers import CLIPTokenizer
-
     tok = build_word_tokenizer(["red", "green"])
     pieces = tok.tokenize("zebra greenish")
     assert "".join(p.replace("</w>", " ") for p in pieces).split() == ["zebra", "greenish"]

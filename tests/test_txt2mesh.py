@@ -12,7 +12,6 @@ import torch
 
 import dream3d
 from dream3d.cli import main
-from dream3d.diffusion.core import LatentDiffusion
 from dream3d.errors import UserError
 from dream3d.geometry.hashgrid_kernel import kernel_available
 from dream3d.guidance import SDSConfig

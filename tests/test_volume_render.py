@@ -1,6 +1,7 @@
 """Volume rendering: analytic compositing, occupancy-grid skipping, gradients, the NeRF geometry and backgrounds."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -179,8 +180,6 @@ def test_field_blob_normals_and_density_grid():
 
 
 def test_blob_cap_flattens_the_centre_and_keeps_the_outside():
-    from dataclasses import replace
-
     x = torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.45, 0.0, 0.0], [0.9, 0.0, 0.0]])
     plain, capped = NeRFGeometry(TINY).blob(x), NeRFGeometry(replace(TINY, blob_cap=2.0)).blob(x)
     torch.testing.assert_close(capped[:2], torch.full((2,), 2.0))  # plateau at the cap

@@ -86,8 +86,9 @@ def register(sub) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..errors import UserError
     from stereo.seeds import parse_shard
+
+    from ..errors import UserError
 
     if bool(args.depth_dir) == bool(args.depth_model):
         raise UserError("give exactly one depth source: --depth-dir FOLDER (precomputed maps) or --depth-model MODEL")
@@ -132,8 +133,9 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_index(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..errors import UserError
     from stereo.writer import write_index
+
+    from ..errors import UserError
 
     if not (Path(args.out_dir) / "meta").is_dir():
         raise UserError(f"'{args.out_dir}' is not a data set written by 'dream3d stereo generate' (no meta/ folder)")
@@ -147,8 +149,9 @@ def run_preview(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from ..errors import UserError
     from stereo.preview import save_disparity_preview
+
+    from ..errors import UserError
 
     path = Path(args.path)
     if path.is_dir():
@@ -173,9 +176,10 @@ def run_preview(args: argparse.Namespace) -> int:
 def _read_disparity(path):
     import numpy as np
 
-    from ..errors import UserError
     from stereo.kitti_png import read_disparity_png
     from stereo.pfm import PFMError, read_pfm
+
+    from ..errors import UserError
 
     suffix = path.suffix.lower()
     try:
@@ -193,9 +197,10 @@ def _read_disparity(path):
 
 
 def run_shapes(args: argparse.Namespace) -> int:
+    from stereo.shapes import write_shapes_inputs
+
     from ..errors import UserError
     from ..io import ensure_writable_dir
-    from stereo.shapes import write_shapes_inputs
 
     if args.count < 1:
         raise UserError(f"--count must be at least 1, got {args.count}")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from ..errors import UserError
 from .tokenizer import build_word_tokenizer, save_tokenizer
@@ -54,9 +56,6 @@ class ModelSpec:
 
 def build_components(spec: ModelSpec, seed: int = 0) -> dict:
     """Fresh ``vae``, ``text_encoder``, ``tokenizer``, ``unet`` and ``scheduler`` for ``spec``."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     torch.manual_seed(seed)  # diffusers/transformers initialise weights from the global generator
     tokenizer = build_word_tokenizer(spec.words, max_length=spec.max_length)
     eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
@@ -118,8 +117,6 @@ def build_components(spec: ModelSpec, seed: int = 0) -> dict:
 
 def save_model(components: dict, folder: str | Path) -> Path:
     """Save components in diffusers layout (safetensors), loadable by ``StableDiffusionPipeline``."""
-    from diffusers import StableDiffusionPipeline
-
     folder = Path(folder)
     pipe = StableDiffusionPipeline(
         vae=components["vae"],

@@ -19,10 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers.utils import logging as dlog
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import CLIPTextModel, CLIPTokenizer
+from transformers.utils import logging as tlog
 
 from ..errors import UserError
 from .devices import dtype_name, resolve_device, resolve_dtype
@@ -33,9 +40,6 @@ from .schedulers import make_scheduler
 @contextlib.contextmanager
 def _quiet_loading():
     """No "Loading weights" progress bars from transformers/diffusers while a model loads."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
     was_t, was_d = tlog.is_progress_bar_enabled(), dlog.is_progress_bar_enabled()
     tlog.disable_progress_bar()
     dlog.disable_progress_bar()
@@ -84,12 +88,8 @@ class LatentDiffusion:
         model: str | Path | None = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
-    ) -> "LatentDiffusion":
+    ) -> LatentDiffusion:
         """Load from the bundled prior (``None``/``"shapes"``), a folder or a hub id."""
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-        from diffusers import DDPMScheduler
-        from transformers import CLIPTextModel, CLIPTokenizer
-
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         folder = resolve_model(model)
@@ -107,7 +107,7 @@ class LatentDiffusion:
         obj.to(dev)
         return obj
 
-    def to(self, device) -> "LatentDiffusion":
+    def to(self, device) -> LatentDiffusion:
         self.device = torch.device(device)
         for module in (self.vae, self.text_encoder, self.unet):
             module.to(self.device)
@@ -299,16 +299,12 @@ class LatentDiffusion:
         if "generator" in step_params:
             step_kwargs["generator"] = generator
 
-        from diffusers.utils.torch_utils import randn_tensor
-
         shape = (len(prompts) * num_images, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
         latents = randn_tensor(shape, generator=generator, device=self.device, dtype=embeds.dtype)
         latents = latents * sched.init_noise_sigma
 
         bar = None
         if progress is True:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=len(sched.timesteps), desc="sampling", unit="step", leave=False)
         for i, t in enumerate(sched.timesteps):
             model_in = torch.cat([latents] * 2) if do_cfg else latents
@@ -333,6 +329,4 @@ class LatentDiffusion:
         arr = images.cpu().permute(0, 2, 3, 1).float().numpy()
         if output == "np":
             return arr
-        from PIL import Image
-
         return [Image.fromarray((a * 255).round().astype("uint8")) for a in arr]

@@ -46,7 +46,7 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in DTYPES.items()}.get(dtype, str(dtype))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cuda_extension_available(*modules: str) -> bool:
     """True when CUDA is present and every module in ``modules`` imports (e.g. ``"tinycudann"``,
     ``"nerfacc.cuda._C"``); cached, so hot paths may ask on every call."""

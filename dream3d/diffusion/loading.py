@@ -69,7 +69,7 @@ def check_sd_layout(path: Path) -> None:
 
 
 def _from_hub(repo_id: str) -> Path:
-    from diffusers import DiffusionPipeline
+    from diffusers import DiffusionPipeline  # noqa: PLC0415 - deferred: ~4 s to import; only hub ids need it, not `dream3d prior path`
 
     offline = hub_offline()
     try:

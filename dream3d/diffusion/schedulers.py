@@ -36,7 +36,7 @@ SCHEDULERS = {
 
 def make_scheduler(name: str | None, config: dict[str, Any]):
     """A fresh scheduler called ``name`` (None: the model's own class) from a scheduler ``config``."""
-    import diffusers
+    import diffusers  # noqa: PLC0415 - deferred: ~2 s to import; the CLI imports SCHEDULERS to build `dream3d --help`
 
     if name is None:
         cls = getattr(diffusers, config.get("_class_name", "DDIMScheduler"))

@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import re
 import string
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+
+from transformers import CLIPTokenizer
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
@@ -33,8 +35,6 @@ def word_merges(words: Iterable[str]) -> list[tuple[str, str]]:
 
 def build_word_tokenizer(words: Iterable[str], max_length: int = 16):
     """A ``CLIPTokenizer`` in which each of ``words`` (letters only) is one token."""
-    from transformers import CLIPTokenizer
-
     words = sorted({w.lower() for w in words if re.fullmatch(r"[A-Za-z]+", w)})
     vocab: dict[str, int] = {BOS: 0, EOS: 1}
     for c in ALPHABET:

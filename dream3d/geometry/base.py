@@ -9,7 +9,8 @@ A geometry is an ``nn.Module`` over the scene box ``[-bound, bound]^3`` (world f
   coarse-to-fine runs (a mesh stage starting from a NeRF);
 - ``export_mesh(resolution, threshold, keep_fraction) -> (trimesh.Trimesh, info)``: the surface
   as a world-frame mesh with per-vertex colours (``visual.vertex_colors``, RGBA uint8) and a dict
-  of facts about the extraction.
+  of facts about the extraction;
+- ``describe() -> dict``: facts for a run's ``metrics.json`` (e.g. what computed the encoding).
 
 Density geometries (rendered by :class:`~dream3d.renderers.volume.VolumeRenderer`) add
 ``density(x (N, 3)) -> sigma (N,)`` and ``forward(x (N, 3), normals=None | "analytic" |
@@ -37,11 +38,14 @@ class Geometry(nn.Module):
         """Per-step hook (nothing by default)."""
 
     @classmethod
-    def create_from(cls, other: "Geometry", cfg) -> "Geometry":
+    def create_from(cls, other: Geometry, cfg) -> Geometry:
         raise UserError(f"a {cls.__name__} cannot start from a {type(other).__name__}; start this stage from scratch")
 
     def export_mesh(self, resolution: int = 128, threshold: float | str = "auto", keep_fraction: float = 0.1):
         raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {}
 
     @property
     def device(self) -> torch.device:

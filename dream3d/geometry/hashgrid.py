@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..diffusion.devices import cuda_extension_available
 from ..errors import UserError
 from .hashgrid_kernel import KernelLayout, kernel_available, kernel_unavailable_reason
 
@@ -79,14 +80,14 @@ class HashGridConfig:
             raise UserError(f"hash grid interpolation '{self.interpolation}' is not supported; use 'linear'")
 
     @classmethod
-    def from_max_resolution(cls, max_resolution: int, levels: int = 16, **kw) -> "HashGridConfig":
+    def from_max_resolution(cls, max_resolution: int, levels: int = 16, **kw) -> HashGridConfig:
         """Choose ``per_level_scale`` so that the finest level has ~``max_resolution`` cells."""
         base = kw.get("base_resolution", 16)
         scale = math.exp(math.log(max_resolution / base) / max(levels - 1, 1)) if levels > 1 else 1.0
         return cls(levels=levels, per_level_scale=scale, **kw)
 
     @classmethod
-    def cpu_default(cls) -> "HashGridConfig":
+    def cpu_default(cls) -> HashGridConfig:
         """The CPU default: 8 levels x 2 features, 2^15 rows per level, base 16, finest 256
         (per-level scale 16^(1/7) = 1.486; levels 0-1 dense, 2-7 hashed).
 
@@ -375,7 +376,7 @@ class TcnnEncoding(nn.Module):
 
     def __init__(self, cfg: HashGridConfig, device=None):
         super().__init__()
-        import tinycudann as tcnn
+        import tinycudann as tcnn  # noqa: PLC0415 - optional, CUDA only, not on PyPI
 
         self.cfg = cfg
         self.encoding = tcnn.Encoding(3, cfg.tcnn_config(), dtype=torch.float32).to(device)
@@ -394,8 +395,6 @@ class TcnnEncoding(nn.Module):
 
 def tcnn_available() -> bool:
     """True when CUDA is present and tinycudann imports."""
-    from ..diffusion.devices import cuda_extension_available
-
     return cuda_extension_available("tinycudann")
 
 

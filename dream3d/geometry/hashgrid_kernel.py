@@ -87,7 +87,7 @@ def _build(cc: list[str]) -> Path:
     raise OSError(f"no writable folder for the kernel (tried {cache_dir()}); set DREAM3D_CACHE")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load() -> tuple[ctypes.CDLL | None, str]:
     """``(library, "")`` or ``(None, why it is unavailable)``; built and loaded once per process."""
     cc = _compiler()
@@ -113,7 +113,7 @@ def kernel_unavailable_reason() -> str:
     return _load()[1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pool(workers: int, pid: int) -> ThreadPoolExecutor:  # per process: a forked child gets its own
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dream3d-hashgrid")
 

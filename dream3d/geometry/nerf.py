@@ -126,7 +126,7 @@ class NeRFGeometry(Geometry):
                 {"name": "network", "params": list(self.density_net.parameters()) + list(self.albedo_net.parameters())}]
 
     @classmethod
-    def create_from(cls, other: Geometry, cfg: NeRFConfig) -> "NeRFGeometry":
+    def create_from(cls, other: Geometry, cfg: NeRFConfig) -> NeRFGeometry:
         """A copy of another NeRF of the same architecture (``cfg`` may change what the weights do
         not depend on: the blob, the normals, the activation)."""
         if not isinstance(other, NeRFGeometry):
@@ -197,6 +197,9 @@ class NeRFGeometry(Geometry):
         """Density at the vertices of a regular grid over the box: ``(R, R, R)`` indexed
         ``[ix, iy, iz]``, vertex ``i`` at ``-bound + 2 * bound * i / (R - 1)`` on each axis."""
         return density_grid(self.density, self.bound, resolution, chunk, self.device)
+
+    def describe(self) -> dict:
+        return {"encoding_backend": self.encoding.backend}  # c, torch or tcnn
 
     def export_mesh(self, resolution: int = 128, threshold: float | str = "auto", keep_fraction: float = 0.1):
         """Marching cubes at the render-matched iso level (:func:`~dream3d.geometry.isosurface.extract_mesh`)."""

@@ -19,7 +19,15 @@ from pathlib import Path
 
 import torch
 
+from ..config import to_dict
+from ..diffusion.core import LatentDiffusion
 from ..errors import UserError
+from ..grid import make_grid
+from ..io import ensure_writable_dir, save_image, write_json
+from ..shapes.captions import view_caption
+from ..shapes.objects import COLOURS, SHAPES, all_objects
+from .classifier import VIEW_SHAPES, accuracy, load_classifier, save_classifier, train_classifier
+from .data import cached_views
 
 EVAL_VIEWS = {"front": (15.0, 10.0), "side": (20.0, 90.0), "back": (10.0, 170.0), "overhead": (70.0, 45.0)}
 TARGETS = {"colour": 0.95, "shape": 0.90, "view": 0.85}
@@ -48,9 +56,6 @@ def bundled_classifier_path() -> Path:
 
 def get_classifier(cfg: PriorEvalConfig, work: Path, progress: bool = True):
     """Load the classifier, or train one on fresh ground-truth renders (and check it on held-out ones)."""
-    from .classifier import accuracy, load_classifier, save_classifier, train_classifier
-    from .data import cached_views
-
     path = Path(cfg.classifier) if cfg.classifier else bundled_classifier_path()
     if cfg.classifier and not path.is_file():
         raise UserError(f"classifier '{path}' does not exist; omit --classifier to use or train the default one")
@@ -71,14 +76,6 @@ def get_classifier(cfg: PriorEvalConfig, work: Path, progress: bool = True):
 
 def evaluate_prior(cfg: PriorEvalConfig, out: str | Path, progress: bool = True) -> dict:
     """Sample, classify, score; writes ``eval.json`` and ``samples.png`` to ``out``."""
-    from ..config import to_dict
-    from ..diffusion.core import LatentDiffusion
-    from ..grid import make_grid
-    from ..io import ensure_writable_dir, save_image, write_json
-    from ..shapes.captions import view_caption
-    from ..shapes.objects import COLOURS, SHAPES, all_objects
-    from .classifier import VIEW_SHAPES
-
     out = ensure_writable_dir(out)
     if not 1 <= cfg.objects <= 30:
         raise UserError(f"objects must be in 1..30, got {cfg.objects}")

@@ -29,7 +29,7 @@ def nerfacc_available() -> bool:
     ``~/.cache/torch_extensions``) and leaves ``_C`` as ``None`` where it is not."""
     if not cuda_extension_available("nerfacc.cuda._backend"):
         return False
-    from nerfacc.cuda import _backend  # imported only where CUDA is present: it starts the build
+    from nerfacc.cuda import _backend  # noqa: PLC0415 - only where CUDA is: it starts the build
 
     return _backend._C is not None
 

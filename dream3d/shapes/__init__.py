@@ -4,7 +4,7 @@ Five shapes x six colours centred at the origin (:mod:`.objects`), their meshes 
 a ray-cast renderer (:mod:`.render`), captions (:mod:`.captions`), stereo scenes with true
 disparity (:mod:`.stereo_scene`) and the quality measures (:mod:`.metrics`, :mod:`.scoring`). It
 uses the project's one camera convention (:mod:`dream3d.cameras`) and shading rule
-(:func:`dream3d.renderers.materials.lambert`). open3d and trimesh load on first render.
+(:func:`dream3d.renderers.materials.lambert`). open3d loads on first render.
 """
 
 from .captions import caption, view_caption

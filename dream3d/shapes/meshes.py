@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 
+import trimesh
+
 from .objects import (
     CONE_HALF_HEIGHT,
     CONE_RADIUS,
@@ -31,11 +33,9 @@ ROUND_SECTIONS = 256  # segments around the axis of the cylinder, cone and torus
 TORUS_MINOR_SECTIONS = 64  # segments around the torus tube
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shape_mesh(shape: str):
     """A watertight ``trimesh.Trimesh`` of ``shape`` (cached and shared: do not modify it)."""
-    import trimesh
-
     check_shape(shape)
     if shape == "cube":
         mesh = trimesh.creation.box(extents=(2 * CUBE_HALF_SIDE,) * 3)

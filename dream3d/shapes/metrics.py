@@ -28,7 +28,8 @@ best, ending with steps of ~0.3%), unless ``scales`` gives an explicit list to s
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 

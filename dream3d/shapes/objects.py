@@ -18,8 +18,8 @@ follow Inigo Quilez's exact distance functions.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

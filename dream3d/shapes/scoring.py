@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import open3d as o3d
 import trimesh
 
 from ..errors import UserError
@@ -31,8 +32,6 @@ def load_asset(path: str | Path):
 
 def mesh_occupancy(mesh, res: int = 128) -> np.ndarray:
     """Boolean (res, res, res) occupancy of a watertight-ish world-frame mesh at the voxel centres."""
-    import open3d as o3d
-
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, np.float32)),
                         o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)))

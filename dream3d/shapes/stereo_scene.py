@@ -60,7 +60,7 @@ class PlaneTexture:
     checker_size: float = 0.35
 
     @classmethod
-    def random(cls, rng: np.random.Generator, origin, normal, lattice_size: int = 256) -> "PlaneTexture":
+    def random(cls, rng: np.random.Generator, origin, normal, lattice_size: int = 256) -> PlaneTexture:
         normal = np.asarray(normal, dtype=np.float64)
         helper = np.array([0.0, 0.0, 1.0]) if abs(normal[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
         e1 = np.cross(helper, normal)
