@@ -47,7 +47,7 @@ class LoopHashGrid(nn.Module):
         self.layout = level_layout(cfg)
         lay = self.layout
         self.tables = nn.ParameterList(
-            [nn.Parameter(flat_table[int(o):int(o) + int(s)].detach().clone()) for o, s in zip(lay.offset, lay.size)]
+            [nn.Parameter(flat_table[int(o) : int(o) + int(s)].detach().clone()) for o, s in zip(lay.offset, lay.size)]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,8 +97,11 @@ def check_same(cfg: HashGridConfig, device: str, kernel: str, n: int = 4096) -> 
         "max_abs_table_grad_diff": float((ours.params.grad.t() - ref.flat_grad()).abs().max()),
         "max_rel_input_grad_diff": float((ga - xb.grad).abs().max() / xb.grad.abs().max()),
     }
-    ok = (res["max_abs_output_diff"] < 1e-5 and res["max_abs_table_grad_diff"] < 1e-4
-          and res["max_rel_input_grad_diff"] < 1e-4)
+    ok = (
+        res["max_abs_output_diff"] < 1e-5
+        and res["max_abs_table_grad_diff"] < 1e-4
+        and res["max_rel_input_grad_diff"] < 1e-4
+    )
     if not ok:
         raise SystemExit(f"ours ({kernel=}) and the reference disagree for {cfg}: {res}")
     return res
@@ -190,16 +193,32 @@ def main() -> None:
             rows.append([name, side, f"{args.points / sec / 1e6:.3f}", f"{sec * 1e3:.1f}", f"{t_ref / sec:.2f}x"])
         for side, why in failed.items():
             rows.append([name, side, "-", "-", f"failed ({why[:60]})"])
-        results[name] = {"config": cfg.to_dict(), "table_rows": level_layout(cfg).rows, "check": check,
-                         "seconds": t, "points_per_second": {s: args.points / v for s, v in t.items()},
-                         "speedup_vs_reference": {s: t_ref / v for s, v in t.items()}, "failed": failed}
+        results[name] = {
+            "config": cfg.to_dict(),
+            "table_rows": level_layout(cfg).rows,
+            "check": check,
+            "seconds": t,
+            "points_per_second": {s: args.points / v for s, v in t.items()},
+            "speedup_vs_reference": {s: t_ref / v for s, v in t.items()},
+            "failed": failed,
+        }
 
-    print(f"hash encoding forward+backward, {args.points} points, {args.device}, "
-          f"{torch.get_num_threads()} thread(s); {machine()}; the encoding's default here: "
-          f"{'C kernel' if kernel else 'tinycudann' if args.device == 'cuda' and tcnn_available() else 'PyTorch ops'}")
+    print(
+        f"hash encoding forward+backward, {args.points} points, {args.device}, "
+        f"{torch.get_num_threads()} thread(s); {machine()}; the encoding's default here: "
+        f"{'C kernel' if kernel else 'tinycudann' if args.device == 'cuda' and tcnn_available() else 'PyTorch ops'}"
+    )
     print_table(["config", "implementation", "M points/s", "ms / step", "vs reference"], rows)
-    write_results("hashgrid", {"device": args.device, "points": args.points, "threads": torch.get_num_threads(),
-                               "c_kernel": kernel, "results": results})
+    write_results(
+        "hashgrid",
+        {
+            "device": args.device,
+            "points": args.points,
+            "threads": torch.get_num_threads(),
+            "c_kernel": kernel,
+            "results": results,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -66,8 +66,9 @@ def step_seconds(steps: int) -> tuple[float, int]:
 
     cfg = load_txt2mesh_config("a red cube")
     system = DreamFusion(cfg, cfg.prompt, LatentDiffusion.from_pretrained(None, device="cpu"), torch.device("cpu"))
-    trainer = Trainer(system, cfg.renderer.grid.warmup_steps + steps, None, torch.Generator().manual_seed(0),
-                      progress=False)
+    trainer = Trainer(
+        system, cfg.renderer.grid.warmup_steps + steps, None, torch.Generator().manual_seed(0), progress=False
+    )
     trainer.steps = cfg.renderer.grid.warmup_steps
     trainer.fit()
     start, t0 = trainer.step, time.perf_counter()
@@ -104,17 +105,47 @@ def main() -> None:
             o = occs.clone()
             plain_write(o, cells, occ)
             differs += not torch.equal(o, reference)
-        t_plain, t_ours = timed(plain_write, occs, cells, occ, args.repeats), timed(ours, occs, cells, occ, args.repeats)
+        t_plain, t_ours = (
+            timed(plain_write, occs, cells, occ, args.repeats),
+            timed(ours, occs, cells, occ, args.repeats),
+        )
         share = (t_ours - t_plain) / 1000 / every / step_s if step_s else None
-        results.append({"resolution": res, "plain_ms": t_plain, "ours_ms": t_ours, "plain_differs": differs,
-                        "repeats": args.repeats, "extra_share_of_step": share})
-        rows.append([f"{res}^3", f"{t_plain:.2f}", f"{t_ours:.2f}", f"{differs}/{args.repeats}",
-                     f"{100 * share:.3f}%" if share is not None else "-"])
-    print(f"{machine()}, {threads} torch threads; txt2mesh step (shapes recipe) "
-          f"{step_s * 1000:.0f} ms, one update every {every} steps" if step_s else f"{machine()}, {threads} threads")
+        results.append(
+            {
+                "resolution": res,
+                "plain_ms": t_plain,
+                "ours_ms": t_ours,
+                "plain_differs": differs,
+                "repeats": args.repeats,
+                "extra_share_of_step": share,
+            }
+        )
+        rows.append(
+            [
+                f"{res}^3",
+                f"{t_plain:.2f}",
+                f"{t_ours:.2f}",
+                f"{differs}/{args.repeats}",
+                f"{100 * share:.3f}%" if share is not None else "-",
+            ]
+        )
+    print(
+        f"{machine()}, {threads} torch threads; txt2mesh step (shapes recipe) "
+        f"{step_s * 1000:.0f} ms, one update every {every} steps"
+        if step_s
+        else f"{machine()}, {threads} threads"
+    )
     print_table(["grid", "nerfacc write ms", "ours ms", "write != 1-thread", "extra / step"], rows)
-    write_results("occupancy_update", {"threads": threads, "step_seconds": step_s, "update_every": every,
-                                       "results": results, "target_extra_share": 0.05})
+    write_results(
+        "occupancy_update",
+        {
+            "threads": threads,
+            "step_seconds": step_s,
+            "update_every": every,
+            "results": results,
+            "target_extra_share": 0.05,
+        },
+    )
 
 
 if __name__ == "__main__":

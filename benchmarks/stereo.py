@@ -187,7 +187,9 @@ def main(argv=None) -> int:
         for name, baseline in (("column loop", column_loop_warp), ("column sweep", column_sweep_warp)):
             right, visible, holes = baseline(image, disparity, background, mode=mode)
             same = (
-                np.array_equal(right, ours.right) and np.array_equal(visible, ours.visible) and np.array_equal(holes, ours.holes)
+                np.array_equal(right, ours.right)
+                and np.array_equal(visible, ours.visible)
+                and np.array_equal(holes, ours.holes)
             )
             print(f"{mode:9s} {name:12s} identical to stereo.forward_warp: {same}")
             if not same:
@@ -226,10 +228,26 @@ def main(argv=None) -> int:
         for stage, baseline, t_base, t_ours in entries:
             ratio = t_base / t_ours if t_base else None
             rows.append(
-                [mode, stage, size, baseline, f"{t_base:.1f}" if t_base else "-", f"{t_ours:.1f}", f"{ratio:.1f}x" if ratio else "-"]
+                [
+                    mode,
+                    stage,
+                    size,
+                    baseline,
+                    f"{t_base:.1f}" if t_base else "-",
+                    f"{t_ours:.1f}",
+                    f"{ratio:.1f}x" if ratio else "-",
+                ]
             )
             results["rows"].append(
-                {"mode": mode, "stage": stage, "size": size, "baseline": baseline, "baseline_ms": t_base, "ours_ms": t_ours, "speedup": ratio}
+                {
+                    "mode": mode,
+                    "stage": stage,
+                    "size": size,
+                    "baseline": baseline,
+                    "baseline_ms": t_base,
+                    "ours_ms": t_ours,
+                    "speedup": ratio,
+                }
             )
 
     print(f"\nmachine: {machine()}")

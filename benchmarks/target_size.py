@@ -57,8 +57,9 @@ def main() -> None:
     cams = sample_cameras(args.cameras, torch.Generator().manual_seed(args.seed), height=size, width=size)
     rows, results = [], []
     for name, obj in zip(args.objects, objects):
-        x = torch.stack([torch.from_numpy(to_uint8(render(obj, c, ss=2).rgb)).permute(2, 0, 1).float() / 255
-                         for c in cams])
+        x = torch.stack(
+            [torch.from_numpy(to_uint8(render(obj, c, ss=2).rgb)).permute(2, 0, 1).float() / 255 for c in cams]
+        )
         prompts = view_prompts(obj.prompt, [c.elevation_deg for c in cams], [c.azimuth_deg for c in cams], "suffix")
         cond, uncond = core.text_conditioning(prompts, "")
         true_area = silhouette(x)[0].flatten(1).sum(1).float()
@@ -68,8 +69,15 @@ def main() -> None:
             area = silhouette(target)[0].flatten(1).sum(1).float()
             ratio = area / true_area.clamp(min=1)
             corr = float(np.corrcoef(area.numpy(), true_area.numpy())[0, 1])
-            results.append({"object": name, "t": t, "mean_ratio": float(ratio.mean()),
-                            "median_ratio": float(ratio.median()), "correlation": corr})
+            results.append(
+                {
+                    "object": name,
+                    "t": t,
+                    "mean_ratio": float(ratio.mean()),
+                    "median_ratio": float(ratio.median()),
+                    "correlation": corr,
+                }
+            )
             rows.append([name, t, float(ratio.mean()), float(ratio.median()), corr])
     print(f"target / render silhouette area, {args.cameras} cameras, model {args.model}; {machine()}")
     print_table(["object", "t", "mean ratio", "median ratio", "correlation"], rows)

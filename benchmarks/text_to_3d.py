@@ -28,8 +28,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, print_table, write_results  # noqa: E402
 
-PROMPTS = ["a red sphere", "a blue cube", "a green cone", "a yellow cylinder", "a purple torus",
-           "a orange sphere", "a red cone", "a green cube", "a blue cylinder", "a yellow torus"]
+PROMPTS = [
+    "a red sphere",
+    "a blue cube",
+    "a green cone",
+    "a yellow cylinder",
+    "a purple torus",
+    "a orange sphere",
+    "a red cone",
+    "a green cube",
+    "a blue cylinder",
+    "a yellow torus",
+]
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 TARGETS = {"mean_iou": 0.7, "shape_right": 0.8, "colour_right": 0.9, "seconds": 300, "peak_mb": 4096}
 
@@ -39,15 +49,25 @@ def main() -> None:
     p.add_argument("--prompts", nargs="+", default=PROMPTS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", default=None)
-    p.add_argument("--model", default=None, help="another shapes-world prior (still with the shapes recipe unless --config)")
+    p.add_argument(
+        "--model", default=None, help="another shapes-world prior (still with the shapes recipe unless --config)"
+    )
     p.add_argument("--out", default=None, help="keep run folders here (default: a temporary folder)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="prompts run at once, sharing the cores (each then runs slower than alone)")
-    p.add_argument("--no-score", action="store_true",
-                   help="run only (e.g. on a GPU machine without open3d); score later with --score-only --out DIR")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="prompts run at once, sharing the cores (each then runs slower than alone)"
+    )
+    p.add_argument(
+        "--no-score",
+        action="store_true",
+        help="run only (e.g. on a GPU machine without open3d); score later with --score-only --out DIR",
+    )
     p.add_argument("--score-only", action="store_true", help="score the runs already in --out instead of running")
-    p.add_argument("--picture", default=None, metavar="PNG",
-                   help="also save the RGB row of each run's last validation grid, two runs per row")
+    p.add_argument(
+        "--picture",
+        default=None,
+        metavar="PNG",
+        help="also save the RGB row of each run's last validation grid, two runs per row",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args()
     # --prompts takes every word after it: key=value items there are overrides, not prompts
@@ -96,16 +116,31 @@ def main() -> None:
                 continue
             metrics = json.loads((out / "metrics.json").read_text())
             if args.no_score:
-                results.append({"prompt": prompt, "seconds": wall, "peak_mb": metrics["peak_memory_mb"],
-                                "device": metrics["device"]})
+                results.append(
+                    {
+                        "prompt": prompt,
+                        "seconds": wall,
+                        "peak_mb": metrics["peak_memory_mb"],
+                        "device": metrics["device"],
+                    }
+                )
                 rows.append([prompt, "", "", "", "", f"{wall:.0f}", metrics["peak_memory_mb"]])
                 continue
             from dream3d.shapes.scoring import load_asset, score_asset
 
             score = score_asset(load_asset(out / "mesh.ply"), prompt)
             results.append({"prompt": prompt, "seconds": wall, "peak_mb": metrics["peak_memory_mb"], **score})
-            rows.append([prompt, f"{score['iou']:.3f}", score["predicted_shape"], score["predicted_colour"],
-                         f"{score['colour_error']:.3f}", f"{wall:.0f}", metrics["peak_memory_mb"]])
+            rows.append(
+                [
+                    prompt,
+                    f"{score['iou']:.3f}",
+                    score["predicted_shape"],
+                    score["predicted_colour"],
+                    f"{score['colour_error']:.3f}",
+                    f"{wall:.0f}",
+                    metrics["peak_memory_mb"],
+                ]
+            )
     ok = [r for r in results if not r.get("failed")]
     if args.no_score:
         print(f"{machine()}; runs in {root} (not scored: --score-only --out {root} scores them)")
@@ -121,14 +156,25 @@ def main() -> None:
     }
     print(f"{machine()}; runs in {root}")
     print_table(["prompt", "IoU", "shape", "colour", "colour err", "s", "peak MiB"], rows)
-    print(f"mean IoU {summary['mean_iou']:.3f} (>= {TARGETS['mean_iou']}), shape right {summary['shape_right']:.0%} "
-          f"(>= 80%), colour right {summary['colour_right']:.0%} (>= 90%), max {summary['max_seconds']:.0f} s "
-          f"(<= 300), max {summary['max_peak_mb']} MiB (<= 4096)")
+    print(
+        f"mean IoU {summary['mean_iou']:.3f} (>= {TARGETS['mean_iou']}), shape right {summary['shape_right']:.0%} "
+        f"(>= 80%), colour right {summary['colour_right']:.0%} (>= 90%), max {summary['max_seconds']:.0f} s "
+        f"(<= 300), max {summary['max_peak_mb']} MiB (<= 4096)"
+    )
     if args.picture:
         save_picture(args.picture, [root / r["prompt"].replace(" ", "-") for r in ok])
-    write_results("text_to_3d", {"summary": summary, "targets": TARGETS, "results": results,
-                                 "overrides": args.overrides, "config": config,
-                                 "model": args.model, "jobs": args.jobs})
+    write_results(
+        "text_to_3d",
+        {
+            "summary": summary,
+            "targets": TARGETS,
+            "results": results,
+            "overrides": args.overrides,
+            "config": config,
+            "model": args.model,
+            "jobs": args.jobs,
+        },
+    )
 
 
 def save_picture(path: str, runs: list[Path]) -> None:

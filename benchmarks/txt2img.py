@@ -37,8 +37,17 @@ def child(args) -> None:
 
         def run(seed):
             g = torch.Generator("cpu").manual_seed(seed)
-            return core.sample(args.prompt, steps=args.steps, guidance_scale=args.guidance, height=args.size,
-                               width=args.size, scheduler=args.scheduler, generator=g, output="np", progress=False)
+            return core.sample(
+                args.prompt,
+                steps=args.steps,
+                guidance_scale=args.guidance,
+                height=args.size,
+                width=args.size,
+                scheduler=args.scheduler,
+                generator=g,
+                output="np",
+                progress=False,
+            )
     else:
         from diffusers import StableDiffusionPipeline
 
@@ -47,8 +56,9 @@ def child(args) -> None:
 
         folder = resolve_model(args.model)
         dtype = torch.float16 if args.device == "cuda" else torch.float32
-        pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, safety_checker=None,
-                                                       requires_safety_checker=False).to(args.device)
+        pipe = StableDiffusionPipeline.from_pretrained(
+            folder, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+        ).to(args.device)
         pipe.set_progress_bar_config(disable=True)
         pipe.scheduler = make_scheduler(args.scheduler, dict(pipe.scheduler.config))
 
@@ -97,20 +107,50 @@ def main() -> None:
         else:
             from dream3d.diffusion.build import ModelSpec, build_random_model
 
-            spec = ModelSpec(vae_channels=(32, 64, 64), unet_channels=(64, 128, 128),
-                             unet_cross_attention_blocks=(False, True, True), unet_layers_per_block=2,
-                             unet_heads=4, text_hidden=128, text_layers=2, text_heads=4)
+            spec = ModelSpec(
+                vae_channels=(32, 64, 64),
+                unet_channels=(64, 128, 128),
+                unet_cross_attention_blocks=(False, True, True),
+                unet_layers_per_block=2,
+                unet_heads=4,
+                text_hidden=128,
+                text_layers=2,
+                text_heads=4,
+            )
             args.model = str(build_random_model(tmp / "random-prior-sized", spec))
     if args.size is None:
         args.size = 32 if args.device == "cpu" else 512
-    base = [sys.executable, __file__, "--model", args.model, "--device", args.device, "--steps", str(args.steps),
-            "--guidance", str(args.guidance), "--scheduler", args.scheduler, "--size", str(args.size),
-            "--prompt", args.prompt, "--repeats", str(args.repeats), "--threads", str(args.threads)]
+    base = [
+        sys.executable,
+        __file__,
+        "--model",
+        args.model,
+        "--device",
+        args.device,
+        "--steps",
+        str(args.steps),
+        "--guidance",
+        str(args.guidance),
+        "--scheduler",
+        args.scheduler,
+        "--size",
+        str(args.size),
+        "--prompt",
+        args.prompt,
+        "--repeats",
+        str(args.repeats),
+        "--threads",
+        str(args.threads),
+    ]
     results = {"ours": [], "diffusers": []}
     for r in range(args.rounds):
         for side in ("ours", "diffusers") if r % 2 == 0 else ("diffusers", "ours"):
-            out = subprocess.run(base + ["--side", side, "--image-out", str(tmp / f"{side}.npy")],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                base + ["--side", side, "--image-out", str(tmp / f"{side}.npy")],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             results[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
     import numpy as np
 
@@ -122,16 +162,33 @@ def main() -> None:
     m_diff = max(r["peak_mb"] for r in results["diffusers"])
     ratio = t_ours / t_diff
     mem_kind = "peak CUDA MiB" if args.device == "cuda" else "peak RSS MiB"
-    print(f"model {args.model}, {args.device}, {args.size}px, {args.steps} steps {args.scheduler}, CFG {args.guidance}; "
-          f"{args.rounds} process pairs x {args.repeats} samples; {machine()}")
-    print_table(["side", "median s / image", mem_kind],
-                [["dream3d core", t_ours, round(m_ours)], ["diffusers pipeline", t_diff, round(m_diff)]])
-    print(f"time ratio core/pipeline: {ratio:.3f} (target <= 1.03); memory ratio {m_ours / m_diff:.3f}; "
-          f"max image difference {max_diff} levels")
-    write_results("txt2img", {"model": args.model, "device": args.device, "size": args.size, "steps": args.steps,
-                              "scheduler": args.scheduler, "median_s": {"ours": t_ours, "diffusers": t_diff},
-                              "time_ratio": ratio, "peak_mb": {"ours": m_ours, "diffusers": m_diff},
-                              "max_image_difference": max_diff, "raw": results})
+    print(
+        f"model {args.model}, {args.device}, {args.size}px, {args.steps} steps {args.scheduler}, CFG {args.guidance}; "
+        f"{args.rounds} process pairs x {args.repeats} samples; {machine()}"
+    )
+    print_table(
+        ["side", "median s / image", mem_kind],
+        [["dream3d core", t_ours, round(m_ours)], ["diffusers pipeline", t_diff, round(m_diff)]],
+    )
+    print(
+        f"time ratio core/pipeline: {ratio:.3f} (target <= 1.03); memory ratio {m_ours / m_diff:.3f}; "
+        f"max image difference {max_diff} levels"
+    )
+    write_results(
+        "txt2img",
+        {
+            "model": args.model,
+            "device": args.device,
+            "size": args.size,
+            "steps": args.steps,
+            "scheduler": args.scheduler,
+            "median_s": {"ours": t_ours, "diffusers": t_diff},
+            "time_ratio": ratio,
+            "peak_mb": {"ours": m_ours, "diffusers": m_diff},
+            "max_image_difference": max_diff,
+            "raw": results,
+        },
+    )
 
 
 if __name__ == "__main__":

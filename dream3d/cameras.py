@@ -143,8 +143,10 @@ def rays_batch(c2w, focal, height: int, width: int, normalize: bool = True):
         d = directions
         directions = d / (d[..., 0:1] ** 2 + d[..., 1:2] ** 2 + d[..., 2:3] ** 2) ** 0.5
     origins = c2w[:, None, None, :3, 3]
-    origins = origins.expand_as(directions) if isinstance(origins, torch.Tensor) else np.broadcast_to(
-        origins, directions.shape
+    origins = (
+        origins.expand_as(directions)
+        if isinstance(origins, torch.Tensor)
+        else np.broadcast_to(origins, directions.shape)
     )
     if single:
         return origins[0], directions[0]
@@ -213,7 +215,7 @@ class Camera:
 
     @property
     def view_word(self) -> str:
-        """"front", "side", "back" or "overhead" (see :func:`view_word`)."""
+        """ "front", "side", "back" or "overhead" (see :func:`view_word`)."""
         return view_word(self.elevation_deg, self.azimuth_deg)
 
     def rays(self, dtype=torch.float32, normalize: bool = True):
@@ -298,8 +300,9 @@ class CameraSampling(CameraRanges):
         return Cameras.stack(sample_cameras(self.batch, generator, height=self.height, width=self.width, ranges=self))
 
 
-def sample_cameras(n: int, generator: torch.Generator, *, height: int = 128, width: int = 128,
-                   ranges: CameraRanges = CameraRanges()) -> list[Camera]:
+def sample_cameras(
+    n: int, generator: torch.Generator, *, height: int = 128, width: int = 128, ranges: CameraRanges = CameraRanges()
+) -> list[Camera]:
     """Draw ``n`` cameras from ``ranges`` (:class:`CameraRanges`) with an explicit ``torch.Generator``."""
     if not isinstance(generator, torch.Generator):
         raise UserError("sample_cameras needs an explicit torch.Generator; pass torch.Generator().manual_seed(seed)")
@@ -348,10 +351,16 @@ class Cameras:
         def column(name, dtype=torch.float64):
             return torch.tensor([float(getattr(c, name)) for c in cameras], dtype=dtype)
 
-        return cls(c2w=torch.stack([c.pose(dtype) for c in cameras]), focal_px=column("focal_px", dtype),
-                   elevation_deg=column("elevation_deg"), azimuth_deg=column("azimuth_deg"),
-                   distance=column("distance"), fov_deg=column("fov_deg"),
-                   height=cameras[0].height, width=cameras[0].width)
+        return cls(
+            c2w=torch.stack([c.pose(dtype) for c in cameras]),
+            focal_px=column("focal_px", dtype),
+            elevation_deg=column("elevation_deg"),
+            azimuth_deg=column("azimuth_deg"),
+            distance=column("distance"),
+            fov_deg=column("fov_deg"),
+            height=cameras[0].height,
+            width=cameras[0].width,
+        )
 
     def __len__(self) -> int:
         return int(self.c2w.shape[0])
@@ -361,8 +370,13 @@ class Cameras:
         return self.c2w.device
 
     def to(self, device) -> Cameras:
-        return replace(self, **{k: getattr(self, k).to(device) for k in
-                                ("c2w", "focal_px", "elevation_deg", "azimuth_deg", "distance", "fov_deg")})
+        return replace(
+            self,
+            **{
+                k: getattr(self, k).to(device)
+                for k in ("c2w", "focal_px", "elevation_deg", "azimuth_deg", "distance", "fov_deg")
+            },
+        )
 
     @property
     def positions(self) -> torch.Tensor:

@@ -32,8 +32,12 @@ from .io import write_text
 T = TypeVar("T")
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Iterable[str] = (),
-                values: Mapping[str, Any] | None = None) -> T:
+def load_config(
+    cls: type[T],
+    path: str | os.PathLike | None = None,
+    overrides: Iterable[str] = (),
+    values: Mapping[str, Any] | None = None,
+) -> T:
     """Defaults of ``cls``, updated by the YAML file at ``path``, then by ``values`` (a nested mapping
     whose leaves may be dataclasses: the Python API's keyword arguments), then by ``key=value``
     overrides. Each of these is a layer merged over the ones before (:func:`merge_layer`)."""
@@ -162,8 +166,9 @@ def _renamed(cls: Any, data: dict[str, Any]) -> dict[str, Any]:
     for key, value in data.items():
         new = renamed.get(key, key)
         if new in out or (new != key and new in data):
-            raise ConfigError(f"config keys '{key}' and '{new}' are the same setting ('{key}' is its old name); "
-                              f"keep '{new}'")
+            raise ConfigError(
+                f"config keys '{key}' and '{new}' are the same setting ('{key}' is its old name); keep '{new}'"
+            )
         out[new] = value
     return out
 

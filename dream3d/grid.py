@@ -17,7 +17,7 @@ def make_grid(images, cols: int, pad: int = 2, background: int = 255) -> np.ndar
     grid = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, 3), background, np.uint8)
     for i, img in enumerate(arr):
         r, c = divmod(i, cols)
-        grid[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = img
+        grid[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = img
     return grid
 
 

@@ -56,14 +56,23 @@ def default_config_path(model: str | None) -> Path:
     return CONFIG_DIR / ("shapes-dreamfusion.yaml" if model in (None, "shapes") else "dreamfusion-sd.yaml")
 
 
-def load_txt2mesh_config(prompt: str, config: str | Path | None = None, model: str | None = None,
-                         seed: int | None = None, overrides: list[str] | tuple[str, ...] = (),
-                         values: dict[str, Any] | None = None) -> Txt2MeshConfig:
+def load_txt2mesh_config(
+    prompt: str,
+    config: str | Path | None = None,
+    model: str | None = None,
+    seed: int | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    values: dict[str, Any] | None = None,
+) -> Txt2MeshConfig:
     """The config of a run: the file (default: by model), then ``prompt``/``model``/``seed`` and
     nested ``values`` (dicts or config dataclasses), then ``key=value`` overrides."""
     path = Path(config) if config is not None else default_config_path(model)
-    given = {"prompt": prompt, **({"model": model} if model is not None else {}),
-             **({"seed": seed} if seed is not None else {}), **(values or {})}
+    given = {
+        "prompt": prompt,
+        **({"model": model} if model is not None else {}),
+        **({"seed": seed} if seed is not None else {}),
+        **(values or {}),
+    }
     return load_config(Txt2MeshConfig, path, overrides, values=given)
 
 
@@ -80,11 +89,20 @@ def run_txt2mesh(cfg: Txt2MeshConfig, out: str | Path, resume: bool = False, pro
     out = ensure_writable_dir(out)
     device = resolve_device(cfg.device)
     # The stage builds its system when it starts, from the prior loaded below.
-    stage = Stage("coarse", cfg.steps, cfg.seed, build=lambda: DreamFusion(cfg, cfg.prompt, core, device, cfg.seed),
-                  desc="txt2mesh", checkpoint_every=cfg.checkpoint_every, val_every=cfg.val_every,
-                  val_dir=out / "val", max_skipped_steps=cfg.max_skipped_steps)
-    run = StagedRun([stage], out / "checkpoints", resume=resume, progress=progress,
-                    meta={"prompt": cfg.prompt, "seed": cfg.seed})
+    stage = Stage(
+        "coarse",
+        cfg.steps,
+        cfg.seed,
+        build=lambda: DreamFusion(cfg, cfg.prompt, core, device, cfg.seed),
+        desc="txt2mesh",
+        checkpoint_every=cfg.checkpoint_every,
+        val_every=cfg.val_every,
+        val_dir=out / "val",
+        max_skipped_steps=cfg.max_skipped_steps,
+    )
+    run = StagedRun(
+        [stage], out / "checkpoints", resume=resume, progress=progress, meta={"prompt": cfg.prompt, "seed": cfg.seed}
+    )
     run.check_start(out)
     if cfg.model in (None, "shapes"):
         warn_unknown_words(cfg.prompt)
@@ -117,17 +135,32 @@ def _metrics(cfg: Txt2MeshConfig, run: StagedRun, core: LatentDiffusion, export_
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     last = trainer.history[-50:]
     return {
-        "prompt": cfg.prompt, "seed": cfg.seed, "steps": trainer.step, "seconds": round(trainer.seconds, 1),
+        "prompt": cfg.prompt,
+        "seed": cfg.seed,
+        "steps": trainer.step,
+        "seconds": round(trainer.seconds, 1),
         "steps_per_second": round(trainer.step / trainer.seconds, 3) if trainer.seconds else None,
-        "peak_memory_mb": round(peak), "device": str(system.device), "dtype": dtype_name(core.dtype),
-        "model": core.source, **system.geometry.describe(), "skipped_steps": trainer.skipped,
+        "peak_memory_mb": round(peak),
+        "device": str(system.device),
+        "dtype": dtype_name(core.dtype),
+        "model": core.source,
+        **system.geometry.describe(),
+        "skipped_steps": trainer.skipped,
         "final_loss": sum(h["loss"] for h in last) / max(1, len(last)),
         "export": export_info,
     }
 
 
-def txt2mesh(prompt: str, output: str | Path, config: str | Path | None = None, model: str | None = None,
-             seed: int | None = None, resume: bool = False, progress: bool = True, **values) -> dict:
+def txt2mesh(
+    prompt: str,
+    output: str | Path,
+    config: str | Path | None = None,
+    model: str | None = None,
+    seed: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    **values,
+) -> dict:
     """Python face of ``dream3d txt2mesh``; returns ``metrics.json``'s content.
 
     ``values`` set config fields as ``txt2img`` does, nested values as dicts or config dataclasses:

@@ -48,7 +48,7 @@ def txt2img(prompt: str, output: str | Path | None = None, progress: bool = True
 def run_txt2img(cfg: Txt2ImgConfig, output: str | Path | None = None, progress: bool = True):
     """Run ``cfg``; returns (images, record) where record is what ``txt2img.json`` holds."""
     if not cfg.prompt.strip():
-        raise UserError("the prompt is empty; pass some text, e.g. dream3d txt2img \"a red cube, side view\"")
+        raise UserError('the prompt is empty; pass some text, e.g. dream3d txt2img "a red cube, side view"')
     if cfg.steps < 1:
         raise UserError(f"steps must be at least 1, got {cfg.steps}; use e.g. --steps 30")
     if cfg.guidance < 0:
@@ -77,8 +77,12 @@ def run_txt2img(cfg: Txt2ImgConfig, output: str | Path | None = None, progress: 
     sample_s = time.perf_counter() - start
     record = {
         "config": to_dict(cfg),
-        "resolved": {**core.describe(), "height": images[0].height, "width": images[0].width,
-                     "generator": f"torch.Generator('{generator.device}').manual_seed({cfg.seed})"},
+        "resolved": {
+            **core.describe(),
+            "height": images[0].height,
+            "width": images[0].width,
+            "generator": f"torch.Generator('{generator.device}').manual_seed({cfg.seed})",
+        },
         "seconds": {"load": round(load_s, 3), "sample": round(sample_s, 3)},
         "images": [],
     }

@@ -98,10 +98,21 @@ class Trainer:
     be resumed here (e.g. the prompt and seed).
     """
 
-    def __init__(self, task: TrainingTask, steps: int, checkpoint: str | Path | None, generator: torch.Generator, *,
-                 checkpoint_every: int = 0, val_every: int = 0, val_dir: str | Path | None = None,
-                 max_skipped_steps: int = 20, desc: str = "training", progress: bool = True,
-                 meta: dict | None = None):
+    def __init__(
+        self,
+        task: TrainingTask,
+        steps: int,
+        checkpoint: str | Path | None,
+        generator: torch.Generator,
+        *,
+        checkpoint_every: int = 0,
+        val_every: int = 0,
+        val_dir: str | Path | None = None,
+        max_skipped_steps: int = 20,
+        desc: str = "training",
+        progress: bool = True,
+        meta: dict | None = None,
+    ):
         if steps < 0:
             raise UserError(f"steps must be >= 0, got {steps}")
         self.task, self.steps, self.generator = task, steps, generator
@@ -120,11 +131,18 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "step": self.step, "task": self.task.state_dict(),
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-                "generator": self.generator.get_state(), "history": self.history, "skipped": self.skipped,
-                "seconds": self.seconds, "meta": self.meta}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "task": self.task.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "generator": self.generator.get_state(),
+            "history": self.history,
+            "skipped": self.skipped,
+            "seconds": self.seconds,
+            "meta": self.meta,
+        }
 
     def save_checkpoint(self) -> None:
         if self.checkpoint is None:
@@ -138,13 +156,17 @@ class Trainer:
             raise UserError(f"no checkpoint to resume at '{self.checkpoint}'; run without --resume to start")
         state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise UserError(f"'{self.checkpoint}' was written by an older dream3d and cannot be resumed; "
-                            f"start the run again in another folder")
+            raise UserError(
+                f"'{self.checkpoint}' was written by an older dream3d and cannot be resumed; "
+                f"start the run again in another folder"
+            )
         differ = [k for k in self.meta if state["meta"].get(k) != self.meta[k]]
         if differ:
             was = ", ".join(f"{k} {state['meta'].get(k)!r}" for k in differ)
-            raise UserError(f"the checkpoint '{self.checkpoint}' is for {was}; use the same settings to resume, "
-                            f"or another output folder")
+            raise UserError(
+                f"the checkpoint '{self.checkpoint}' is for {was}; use the same settings to resume, "
+                f"or another output folder"
+            )
         self.task.load_state_dict(state["task"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
@@ -156,8 +178,13 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
     def _all_grads_finite(self) -> bool:
-        return all(bool(torch.isfinite(p.grad).all()) for opt in self.optimizers.values()
-                   for group in opt.param_groups for p in group["params"] if p.grad is not None)
+        return all(
+            bool(torch.isfinite(p.grad).all())
+            for opt in self.optimizers.values()
+            for group in opt.param_groups
+            for p in group["params"]
+            if p.grad is not None
+        )
 
     def _zero_grad(self) -> None:
         for opt in self.optimizers.values():
@@ -224,8 +251,10 @@ class Trainer:
                         consecutive += 1
                         bar.write(f"step {self.step}: non-finite loss or gradient, step skipped")
                         if consecutive >= self.max_skipped_steps:
-                            raise UserError(f"{consecutive} steps in a row gave non-finite values (last at step "
-                                            f"{self.step}); lower the learning rates or the guidance scale")
+                            raise UserError(
+                                f"{consecutive} steps in a row gave non-finite values (last at step "
+                                f"{self.step}); lower the learning rates or the guidance scale"
+                            )
                     else:
                         consecutive = 0
                     self.step += 1
@@ -290,8 +319,15 @@ class StagedRun:
     ``checkpoint_dir/<s.name>.pt`` and resumes from there. While a stage runs, :attr:`task` and
     :attr:`trainer` are its own (e.g. to export what an interrupted run has)."""
 
-    def __init__(self, stages: list[Stage], checkpoint_dir: str | Path, *, resume: bool = False,
-                 progress: bool = True, meta: dict | None = None):
+    def __init__(
+        self,
+        stages: list[Stage],
+        checkpoint_dir: str | Path,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+        meta: dict | None = None,
+    ):
         self.stages, self.checkpoint_dir = stages, Path(checkpoint_dir)
         self.resume, self.progress, self.meta = resume, progress, meta
         self.task: TrainingTask | None = None
@@ -304,8 +340,10 @@ class StagedRun:
         """A fresh run may not start over a folder with checkpoints; a resumed one needs one."""
         found = [s.name for s in self.stages if self.checkpoint(s).is_file()]
         if found and not self.resume:
-            raise UserError(f"'{folder}' already holds a run of this command; pass --resume to continue it or "
-                            f"choose another output folder")
+            raise UserError(
+                f"'{folder}' already holds a run of this command; pass --resume to continue it or "
+                f"choose another output folder"
+            )
         if self.resume and not found:
             raise UserError(f"no checkpoint to resume in '{folder}'; run without --resume to start")
 
@@ -313,11 +351,22 @@ class StagedRun:
         records = {}
         for i, stage in enumerate(self.stages):
             self.task = stage.build()
-            desc = stage.desc or (stage.name if len(self.stages) == 1 else f"stage {i + 1}/{len(self.stages)} {stage.name}")
-            self.trainer = Trainer(self.task, stage.steps, self.checkpoint(stage), torch.Generator().manual_seed(stage.seed),
-                                   checkpoint_every=stage.checkpoint_every, val_every=stage.val_every,
-                                   val_dir=stage.val_dir, max_skipped_steps=stage.max_skipped_steps, desc=desc,
-                                   progress=self.progress, meta=self.meta)
+            desc = stage.desc or (
+                stage.name if len(self.stages) == 1 else f"stage {i + 1}/{len(self.stages)} {stage.name}"
+            )
+            self.trainer = Trainer(
+                self.task,
+                stage.steps,
+                self.checkpoint(stage),
+                torch.Generator().manual_seed(stage.seed),
+                checkpoint_every=stage.checkpoint_every,
+                val_every=stage.val_every,
+                val_dir=stage.val_dir,
+                max_skipped_steps=stage.max_skipped_steps,
+                desc=desc,
+                progress=self.progress,
+                meta=self.meta,
+            )
             if self.resume and self.trainer.checkpoint.is_file():
                 self.trainer.load_checkpoint()
             self.trainer.fit()

@@ -66,7 +66,9 @@ class StereoPairDataset(Dataset):
             folder = Path(images)
             if not folder.is_dir():
                 raise FileNotFoundError(f"images folder '{folder}' does not exist")
-            paths = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p) and not p.name.startswith("."))
+            paths = sorted(
+                p for p in folder.iterdir() if p.is_file() and is_image_path(p) and not p.name.startswith(".")
+            )
         else:
             paths = [Path(p) for p in images]
         if not paths:
@@ -105,8 +107,14 @@ class StereoPairDataset(Dataset):
         bg_path = self.paths[int(rng.integers(len(self.paths)))]
         background = image if bg_path == path else resize_rgb(load_rgb(bg_path), height, width + margin)
         pair = make_pair(
-            image, inverse, background, mode=self.mode, scale=scale, max_disparity=self.max_disparity,
-            crop=True, fill_cracks=self.fill_cracks,
+            image,
+            inverse,
+            background,
+            mode=self.mode,
+            scale=scale,
+            max_disparity=self.max_disparity,
+            crop=True,
+            fill_cracks=self.fill_cracks,
         )
         left = pair.left.astype(np.float32) / 255.0
         right = pair.right.astype(np.float32) / 255.0

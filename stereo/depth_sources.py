@@ -96,7 +96,9 @@ def load_depth_map(path: str | os.PathLike) -> np.ndarray:
     except UnreadableDepth:
         raise
     except (OSError, ValueError) as e:
-        raise UnreadableDepth(f"{path.name}: cannot read depth map ({type(e).__name__}: {e})".replace("\n", " ")) from None
+        raise UnreadableDepth(
+            f"{path.name}: cannot read depth map ({type(e).__name__}: {e})".replace("\n", " ")
+        ) from None
 
 
 class DepthDir:
@@ -156,7 +158,9 @@ class DepthModel:
     The loaded model is not pickled: a copy sent to a worker process loads its own.
     """
 
-    def __init__(self, model: str | os.PathLike, device: str | None = None, dtype: str | None = None, kind: str | None = None):
+    def __init__(
+        self, model: str | os.PathLike, device: str | None = None, dtype: str | None = None, kind: str | None = None
+    ):
         self.model_id = str(model)
         self.device = device
         self.dtype = dtype
@@ -219,7 +223,9 @@ class DepthModel:
                 model = AutoModelForDepthEstimation.from_pretrained(self.model_id, local_files_only=_offline())
             except Exception as e:
                 reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ModelLoadError(f"cannot load depth model '{self.model_id}' ({reason[:200]}); check the folder or hub id") from None
+                raise ModelLoadError(
+                    f"cannot load depth model '{self.model_id}' ({reason[:200]}); check the folder or hub id"
+                ) from None
             model = model.to(device=device, dtype=dtype).eval()
             self._loaded = (processor, model)
         return self._loaded
@@ -232,7 +238,11 @@ class DepthModel:
         inputs = processor(images=Image.fromarray(image), return_tensors="pt")
         parameter = next(model.parameters())
         inputs = {
-            k: (v.to(device=parameter.device, dtype=parameter.dtype) if torch.is_floating_point(v) else v.to(parameter.device))
+            k: (
+                v.to(device=parameter.device, dtype=parameter.dtype)
+                if torch.is_floating_point(v)
+                else v.to(parameter.device)
+            )
             for k, v in inputs.items()
         }
         with torch.inference_mode():
@@ -252,6 +262,8 @@ class DepthModel:
             depth = outputs.predicted_depth.float()
             if depth.ndim == 3:
                 depth = depth[:, None]
-            predicted = torch.nn.functional.interpolate(depth, size=(height, width), mode="bicubic", align_corners=False)[0, 0]
+            predicted = torch.nn.functional.interpolate(
+                depth, size=(height, width), mode="bicubic", align_corners=False
+            )[0, 0]
         values = predicted.detach().float().cpu().numpy()
         return resize_map(to_inverse_depth(values, self.kind), height, width)

@@ -60,6 +60,8 @@ def disparity_preview(disparity: Any, max_disparity: float | None = None, valid:
     return colour_map(d / top)
 
 
-def save_disparity_preview(path: str | os.PathLike, disparity: Any, max_disparity: float | None = None, valid: Any = None) -> None:
+def save_disparity_preview(
+    path: str | os.PathLike, disparity: Any, max_disparity: float | None = None, valid: Any = None
+) -> None:
     """Write :func:`disparity_preview` as a PNG, atomically."""
     save_image(path, disparity_preview(disparity, max_disparity=max_disparity, valid=valid))

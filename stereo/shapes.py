@@ -23,9 +23,12 @@ from dream3d.io import atomic_path, save_image
 from .pfm import write_pfm
 
 
-def write_shapes_inputs(out_dir: str | os.PathLike, count: int, seed: int = 0, height: int = 256, width: int = 512) -> list[str]:
+def write_shapes_inputs(
+    out_dir: str | os.PathLike, count: int, seed: int = 0, height: int = 256, width: int = 512
+) -> list[str]:
     """Render ``count`` scenes (seeds ``seed .. seed + count - 1``) into ``out_dir``; returns the stems."""
     from dream3d.shapes.stereo_scene import make_stereo_scene  # noqa: PLC0415 - deferred: loads torch (~1.5 s)
+
     out_dir = Path(out_dir)
     stems = []
     for s in range(seed, seed + count):

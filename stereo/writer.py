@@ -189,7 +189,9 @@ def _check_settings(out_dir: Path, settings: dict) -> None:
         except (OSError, ValueError):
             old = None
         if isinstance(old, dict) and old != settings:
-            diffs = [f"{k}: {old.get(k)!r} then, {settings.get(k)!r} now" for k in settings if old.get(k) != settings.get(k)]
+            diffs = [
+                f"{k}: {old.get(k)!r} then, {settings.get(k)!r} now" for k in settings if old.get(k) != settings.get(k)
+            ]
             raise UserError(
                 f"'{out_dir}' was generated with other settings ({'; '.join(diffs)}); "
                 f"rerun with the same options to resume, or choose another output folder"
@@ -205,7 +207,9 @@ _CONTEXT: dict[str, Any] = {}
 
 def _init_context(images_dir: str, out_dir: str, backgrounds: list[str], depth: Any, options: GenerateOptions) -> None:
     _CONTEXT.clear()
-    _CONTEXT.update(images_dir=Path(images_dir), out_dir=Path(out_dir), backgrounds=backgrounds, depth=depth, options=options)
+    _CONTEXT.update(
+        images_dir=Path(images_dir), out_dir=Path(out_dir), backgrounds=backgrounds, depth=depth, options=options
+    )
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
@@ -256,8 +260,14 @@ def _make_and_write(sample: Sample) -> None:
         bg_file = sample.file
 
     pair = make_pair(
-        image, inverse, background, mode=options.mode, scale=scale, max_disparity=options.max_disparity,
-        crop=True, fill_cracks=options.fill_cracks,
+        image,
+        inverse,
+        background,
+        mode=options.mode,
+        scale=scale,
+        max_disparity=options.max_disparity,
+        crop=True,
+        fill_cracks=options.fill_cracks,
     )
 
     files = sample_files(sample.stem, options)
@@ -339,7 +349,9 @@ def generate(
     _ensure_output(out_dir)
     samples, ignored, duplicates = list_samples(images_dir)
     if not samples:
-        raise UserError(f"no images in '{images_dir}' (looked for .png, .jpg, .jpeg, .webp, .bmp, .tif, ...); pass a folder of photos")
+        raise UserError(
+            f"no images in '{images_dir}' (looked for .png, .jpg, .jpeg, .webp, .bmp, .tif, ...); pass a folder of photos"
+        )
     if hasattr(depth, "kind"):
         _ = depth.kind  # a model that cannot load or whose output kind is unknown fails here, once
     _check_settings(out_dir, _settings(options, depth))
@@ -358,7 +370,9 @@ def generate(
             log(f"failed: {name}: {reason}")
     context = (str(images_dir), str(out_dir), [s.file for s in samples], depth, options)
 
-    bar = tqdm(total=len(todo), unit="pair", desc="stereo pairs", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(todo), unit="pair", desc="stereo pairs", disable=not progress, file=sys.stderr, dynamic_ncols=True
+    )
     try:
         for status, name, reason in _run(todo, context, workers):
             if status == "ok":
@@ -387,7 +401,9 @@ def _ensure_output(out_dir: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise UserError(f"cannot write to output folder '{out_dir}' ({e.strerror or type(e).__name__}); choose a writable OUT_DIR") from None
+        raise UserError(
+            f"cannot write to output folder '{out_dir}' ({e.strerror or type(e).__name__}); choose a writable OUT_DIR"
+        ) from None
 
 
 def _run(todo: list[Sample], context: tuple, workers: int) -> Iterable[tuple[str, str, str | None]]:

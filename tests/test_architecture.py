@@ -63,8 +63,18 @@ def test_no_import_circles():
     assert not circles, f"modules that import each other (directly or through others): {circles}"
 
 
-@pytest.mark.parametrize("part", ["dream3d.cameras", "dream3d.geometry", "dream3d.renderers", "dream3d.guidance",
-                                  "dream3d.systems", "dream3d.export", "dream3d.trainer"])
+@pytest.mark.parametrize(
+    "part",
+    [
+        "dream3d.cameras",
+        "dream3d.geometry",
+        "dream3d.renderers",
+        "dream3d.guidance",
+        "dream3d.systems",
+        "dream3d.export",
+        "dream3d.trainer",
+    ],
+)
 def test_parts_do_not_import_the_shapes_world_or_the_cli(part):
     graph = import_graph()
     modules = [m for m in graph if m == part or m.startswith(part + ".")]
@@ -83,18 +93,33 @@ def test_library_never_imports_the_cli():
 
 def test_the_package_root_holds_only_modules_shared_by_every_part():
     root_modules = {p.stem for p in (ROOT / "dream3d").glob("*.py")}
-    shared = {"__init__", "__main__", "cameras", "config", "errors", "grid", "io", "trainer", "text_to_3d",
-              "text_to_image"}
+    shared = {
+        "__init__",
+        "__main__",
+        "cameras",
+        "config",
+        "errors",
+        "grid",
+        "io",
+        "trainer",
+        "text_to_3d",
+        "text_to_image",
+    }
     assert root_modules == shared, "a module that belongs to one part goes into that part's package"
 
 
 def test_kind_tables_match_the_configs():
     defaults = Txt2MeshConfig()
-    for table, config_type, default in [(GUIDANCE, GuidanceConfig, defaults.guidance),
-                                        (BACKGROUNDS, BackgroundConfig, defaults.background)]:
+    for table, config_type, default in [
+        (GUIDANCE, GuidanceConfig, defaults.guidance),
+        (BACKGROUNDS, BackgroundConfig, defaults.background),
+    ]:
         kinds = kind_classes(config_type)
         assert list(kinds) == list(table)
         assert default.kind == next(iter(kinds))  # the first kind is the default
-    for table, default in [(GEOMETRY, defaults.geometry), (RENDERERS, defaults.renderer),
-                           (MATERIALS, defaults.material)]:
+    for table, default in [
+        (GEOMETRY, defaults.geometry),
+        (RENDERERS, defaults.renderer),
+        (MATERIALS, defaults.material),
+    ]:
         assert list(table) == [default.kind]

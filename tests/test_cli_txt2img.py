@@ -21,8 +21,25 @@ def run_cli(capsys, *argv):
 
 def test_writes_pngs_and_json(tiny_model, tmp_path, capsys):
     out = tmp_path / "run"
-    code, stdout, _ = run_cli(capsys, "txt2img", "a red cube", "--model", str(tiny_model), "--steps", "3",
-                              "--seed", "5", "--num-images", "2", "--scheduler", "euler", "--width", "48", "-o", str(out))
+    code, stdout, _ = run_cli(
+        capsys,
+        "txt2img",
+        "a red cube",
+        "--model",
+        str(tiny_model),
+        "--steps",
+        "3",
+        "--seed",
+        "5",
+        "--num-images",
+        "2",
+        "--scheduler",
+        "euler",
+        "--width",
+        "48",
+        "-o",
+        str(out),
+    )
     assert code == 0
     record = json.loads((out / "txt2img.json").read_text())
     assert record["config"]["seed"] == 5 and record["config"]["scheduler"] == "euler"
@@ -36,8 +53,21 @@ def test_writes_pngs_and_json(tiny_model, tmp_path, capsys):
 
 def test_python_api_matches_cli(tiny_model, tmp_path, capsys):
     images = txt2img("a red cube", model=str(tiny_model), steps=3, seed=5, scheduler="euler", progress=False)
-    run_cli(capsys, "txt2img", "a red cube", "--model", str(tiny_model), "--steps", "3", "--seed", "5",
-            "--scheduler", "euler", "-o", str(tmp_path))
+    run_cli(
+        capsys,
+        "txt2img",
+        "a red cube",
+        "--model",
+        str(tiny_model),
+        "--steps",
+        "3",
+        "--seed",
+        "5",
+        "--scheduler",
+        "euler",
+        "-o",
+        str(tmp_path),
+    )
     assert np.array_equal(np.asarray(images[0]), np.asarray(Image.open(tmp_path / "image-000.png")))
 
 
@@ -62,7 +92,9 @@ def test_bad_input_is_one_line_exit_2(args, message, tiny_model, tmp_path, capsy
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
     args = [a.format(not_sd=not_sd, tiny=tiny_model, file=a_file) for a in args]
-    code, _, err = run_cli(capsys, "txt2img", "a red cube", *args, "--steps" if "--steps" not in args else "--seed", "1")
+    code, _, err = run_cli(
+        capsys, "txt2img", "a red cube", *args, "--steps" if "--steps" not in args else "--seed", "1"
+    )
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -72,8 +104,12 @@ def test_bad_input_is_one_line_exit_2(args, message, tiny_model, tmp_path, capsy
 
 def test_error_from_the_installed_command_has_no_traceback(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "dream3d", "txt2img", "a cube", "--model", str(tmp_path / "missing")],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dream3d", "txt2img", "a cube", "--model", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0

@@ -98,6 +98,7 @@ def test_values_layer_sits_between_the_file_and_the_overrides(tmp_path):
 
 # -- parts chosen by ``kind:`` ------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Shared:
     renamed_keys: ClassVar[dict[str, str]] = {"mode": "kind"}
@@ -153,4 +154,6 @@ def test_kind_round_trips_and_dataclass_values_replace_the_part(tmp_path):
     cfg = load_config(Composed, None, ["guidance.kind=target"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(Composed, tmp_path / "config.yaml") == cfg
-    assert load_config(Composed, tmp_path / "config.yaml", values={"guidance": Sds(scale=3.0)}).guidance == Sds(scale=3.0)
+    assert load_config(Composed, tmp_path / "config.yaml", values={"guidance": Sds(scale=3.0)}).guidance == Sds(
+        scale=3.0
+    )

@@ -88,12 +88,27 @@ def test_field_render_on_cuda_matches_cpu(backend):
 def test_txt2mesh_on_cuda_follows_the_cpu_run(tiny_model, tmp_path):
     """Same config and seed on both devices (fp32): the first step's loss agrees, the run finishes on
     CUDA and exports a mesh."""
-    fast = ["cameras.height=16", "cameras.width=16", "cameras.batch=1", "renderer.sampler.num_samples=24",
-            "renderer.grid.resolution=16", "renderer.grid.warmup_steps=2", "renderer.grid.update_every=2",
-            "export.resolution=24", "export.turntable_source=field", "export.turntable_formats=[gif]",
-            "export.turntable_frames=2", "export.turntable_size=16", "val_every=0",
-            "val_size=16", "steps=4", "checkpoint_every=0", "dtype=fp32", "geometry.encoding.levels=8",
-            "geometry.encoding.log2_table_size=15"]
+    fast = [
+        "cameras.height=16",
+        "cameras.width=16",
+        "cameras.batch=1",
+        "renderer.sampler.num_samples=24",
+        "renderer.grid.resolution=16",
+        "renderer.grid.warmup_steps=2",
+        "renderer.grid.update_every=2",
+        "export.resolution=24",
+        "export.turntable_source=field",
+        "export.turntable_formats=[gif]",
+        "export.turntable_frames=2",
+        "export.turntable_size=16",
+        "val_every=0",
+        "val_size=16",
+        "steps=4",
+        "checkpoint_every=0",
+        "dtype=fp32",
+        "geometry.encoding.levels=8",
+        "geometry.encoding.log2_table_size=15",
+    ]
     runs = {}
     for device in ("cpu", "cuda"):
         cfg = load_txt2mesh_config("a red cube", model=str(tiny_model), overrides=fast + [f"device={device}"])
@@ -109,9 +124,20 @@ def test_txt2mesh_on_cuda_follows_the_cpu_run(tiny_model, tmp_path):
 
 def test_prior_unet_stage_trains_on_cuda_like_on_the_cpu(tmp_path):
     """``dream3d prior train`` on a GPU: the same seeded draws (CPU generator) give the same first losses."""
-    cfg = PriorTrainConfig(vae_channels=(8, 16), unet_channels=(16, 32), unet_cross_attention_blocks=(False, True),
-                           unet_heads=2, text_hidden=16, text_layers=1, text_heads=2, unet_steps=30, batch=4,
-                           warmup_steps=1, lr=3e-3, checkpoint_every=100)
+    cfg = PriorTrainConfig(
+        vae_channels=(8, 16),
+        unet_channels=(16, 32),
+        unet_cross_attention_blocks=(False, True),
+        unet_heads=2,
+        text_hidden=16,
+        text_layers=1,
+        text_heads=2,
+        unet_steps=30,
+        batch=4,
+        warmup_steps=1,
+        lr=3e-3,
+        checkpoint_every=100,
+    )
     images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     captions = ["a red cube, side view", "a blue sphere, front view"] * 4
     records = {}

@@ -29,13 +29,23 @@ def test_seed_contract_matches_diffusers_pipeline(tiny_core, pipe, scheduler):
     """--seed S == StableDiffusionPipeline with torch.Generator('cpu').manual_seed(S)."""
     kwargs = dict(negative_prompt="blue", guidance_scale=5.0, height=32, width=48)
     ours = tiny_core.sample(
-        "a red cube", steps=5, scheduler=scheduler, num_images=2, output="np", progress=False,
-        generator=torch.Generator("cpu").manual_seed(11), **kwargs,
+        "a red cube",
+        steps=5,
+        scheduler=scheduler,
+        num_images=2,
+        output="np",
+        progress=False,
+        generator=torch.Generator("cpu").manual_seed(11),
+        **kwargs,
     )
     pipe.scheduler = make_scheduler(scheduler, tiny_core.scheduler_config)
     theirs = pipe(
-        "a red cube", num_inference_steps=5, num_images_per_prompt=2, output_type="np",
-        generator=torch.Generator("cpu").manual_seed(11), **kwargs,
+        "a red cube",
+        num_inference_steps=5,
+        num_images_per_prompt=2,
+        output_type="np",
+        generator=torch.Generator("cpu").manual_seed(11),
+        **kwargs,
     ).images
     ours_u8 = (ours * 255).round().astype(np.int16)
     theirs_u8 = (theirs * 255).round().astype(np.int16)
@@ -45,8 +55,14 @@ def test_seed_contract_matches_diffusers_pipeline(tiny_core, pipe, scheduler):
 
 def test_different_seeds_and_schedulers_differ(tiny_core):
     def run(seed, scheduler="ddim"):
-        return tiny_core.sample("a red cube", steps=3, scheduler=scheduler, output="np", progress=False,
-                                generator=torch.Generator().manual_seed(seed))
+        return tiny_core.sample(
+            "a red cube",
+            steps=3,
+            scheduler=scheduler,
+            output="np",
+            progress=False,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     a, b = run(0), run(1)
     assert np.abs(a - b).max() > 1e-3
@@ -134,7 +150,15 @@ def test_v_prediction_converts_to_epsilon(tiny_core, monkeypatch):
 
 def test_negative_prompt_changes_the_image(tiny_core):
     def run(neg):
-        return tiny_core.sample("a red cube", negative_prompt=neg, steps=3, guidance_scale=7.5, scheduler="ddim",
-                                output="np", progress=False, generator=torch.Generator().manual_seed(0))
+        return tiny_core.sample(
+            "a red cube",
+            negative_prompt=neg,
+            steps=3,
+            guidance_scale=7.5,
+            scheduler="ddim",
+            output="np",
+            progress=False,
+            generator=torch.Generator().manual_seed(0),
+        )
 
     assert np.abs(run(None) - run("a blue sphere")).max() > 1e-3

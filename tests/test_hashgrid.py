@@ -81,7 +81,7 @@ def test_dense_and_hashed_indexing_at_grid_vertices():
     for level in (0, 1, 3, 5):
         scale = float(lay.scale[level])
         x = (k - 0.5) / scale  # pos = x * scale + 0.5 = k exactly (x in [0, 1]): all weight on corner 0
-        out = enc(x).detach()[:, 2 * level: 2 * level + 2]
+        out = enc(x).detach()[:, 2 * level : 2 * level + 2]
         ki = k.long()
         if lay.hashed[level]:
             expect = ((ki[:, 0] ^ (ki[:, 1] * PRIMES[1]) ^ (ki[:, 2] * PRIMES[2])) & 0xFFFFFFFF) % (1 << 12)
@@ -105,13 +105,22 @@ def test_second_derivatives_for_analytic_normals():
     # d/dtable of a loss on d(out)/dx (what a normal-orientation loss needs)
     y = enc(x).sum()
     (gx,) = torch.autograd.grad(y, x, create_graph=True)
-    (gx ** 2).sum().backward()
+    (gx**2).sum().backward()
     assert enc.params.grad is not None and enc.params.grad.abs().sum() > 0
 
 
 def _enc_with(enc, x, table):
-    return hash_encode(x, table, enc.scale.double(), enc.dense_stride, enc.dense_corner, enc.dense_size, enc.offset,
-                       enc.n_dense, enc.hash_mask)
+    return hash_encode(
+        x,
+        table,
+        enc.scale.double(),
+        enc.dense_stride,
+        enc.dense_corner,
+        enc.dense_size,
+        enc.offset,
+        enc.n_dense,
+        enc.hash_mask,
+    )
 
 
 def test_init_tcnn_roundtrip_and_errors():
@@ -134,14 +143,17 @@ def test_init_tcnn_roundtrip_and_errors():
 
 # --- the compiled CPU kernel (dream3d/geometry/hashgrid_kernel.c) -------------------------------------
 
-needs_kernel = pytest.mark.skipif(not kernel_available(), reason=f"no hash-grid C kernel: {kernel_unavailable_reason()}")
+needs_kernel = pytest.mark.skipif(
+    not kernel_available(), reason=f"no hash-grid C kernel: {kernel_unavailable_reason()}"
+)
 
 
 @needs_kernel
 @pytest.mark.parametrize("features", [1, 2, 4, 8])
 def test_kernel_matches_pytorch_ops_and_reference(features):
-    cfg = HashGridConfig.from_max_resolution(128, levels=6, log2_table_size=12, base_resolution=8,
-                                             features_per_level=features)
+    cfg = HashGridConfig.from_max_resolution(
+        128, levels=6, log2_table_size=12, base_resolution=8, features_per_level=features
+    )
     torch.manual_seed(0)
     fused = HashGridEncoding(cfg, kernel="on")
     ops = HashGridEncoding(cfg, kernel="off")
@@ -193,7 +205,7 @@ def test_points_needing_an_input_gradient_take_the_pytorch_ops():
     y = enc(x)
     assert "KernelEncode" not in type(y.grad_fn).__name__
     (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
-    (gx ** 2).sum().backward()
+    (gx**2).sum().backward()
     assert enc.params.grad.abs().sum() > 0
     with torch.no_grad():  # no graph wanted: the kernel serves it even when x requires grad
         torch.testing.assert_close(enc(x), y.detach(), rtol=0, atol=2e-6)

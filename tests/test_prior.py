@@ -19,8 +19,20 @@ from dream3d.prior.train import PriorTrainConfig, model_spec, train_prior, vae_s
 from dream3d.trainer import StagedRun
 
 TINY = dict(
-    views_per_object=1, ss=1, vae_channels=[8, 16], vae_steps=4, vae_batch=4, unet_channels=[16, 32], unet_cross_attention_blocks=[False, True],
-    unet_heads=2, text_hidden=16, text_layers=1, text_heads=2, unet_steps=6, batch=4, warmup_steps=1,
+    views_per_object=1,
+    ss=1,
+    vae_channels=[8, 16],
+    vae_steps=4,
+    vae_batch=4,
+    unet_channels=[16, 32],
+    unet_cross_attention_blocks=[False, True],
+    unet_heads=2,
+    text_hidden=16,
+    text_layers=1,
+    text_heads=2,
+    unet_steps=6,
+    batch=4,
+    warmup_steps=1,
     checkpoint_every=100,
 )
 
@@ -44,8 +56,14 @@ def test_bundled_prior_loads_in_diffusers_and_core():
 def test_prior_is_red_for_red_prompts():
     """A cheap sanity check of the trained weights: "a red ..." is mostly red, "a blue ..." mostly blue."""
     core = LatentDiffusion.from_pretrained("shapes", device="cpu")
-    imgs = core.sample(["a red sphere, front view", "a blue sphere, front view"], steps=10, scheduler="dpm",
-                       generator=torch.Generator().manual_seed(0), output="np", progress=False)
+    imgs = core.sample(
+        ["a red sphere, front view", "a blue sphere, front view"],
+        steps=10,
+        scheduler="dpm",
+        generator=torch.Generator().manual_seed(0),
+        output="np",
+        progress=False,
+    )
     fg = lambda im: im[(im.min(-1) < 0.7)]  # noqa: E731  (pixels that are not white background)
     red, blue = fg(imgs[0]).mean(0), fg(imgs[1]).mean(0)
     assert red[0] > red[2] + 0.2
@@ -54,8 +72,9 @@ def test_prior_is_red_for_red_prompts():
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_a_few_training_steps_reduce_the_loss(tmp_path, prediction_type):
-    cfg = PriorTrainConfig(**{**TINY, "vae_steps": 60, "unet_steps": 60, "vae_lr": 3e-3, "lr": 3e-3,
-                              "prediction_type": prediction_type})
+    cfg = PriorTrainConfig(
+        **{**TINY, "vae_steps": 60, "unet_steps": 60, "vae_lr": 3e-3, "lr": 3e-3, "prediction_type": prediction_type}
+    )
     record = train_prior(cfg, tmp_path / "prior", progress=False)
     scheduler = json.loads((tmp_path / "prior" / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler["prediction_type"] == prediction_type
@@ -95,7 +114,9 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
 
     def interrupting_mse(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == (2 if cfg.vae_rgb_weight else 1) * cfg.vae_steps + 4:  # the 4th UNet step (VAE steps: 1-2 MSEs)
+        if (
+            calls["n"] == (2 if cfg.vae_rgb_weight else 1) * cfg.vae_steps + 4
+        ):  # the 4th UNet step (VAE steps: 1-2 MSEs)
             raise KeyboardInterrupt
         return real_mse(*args, **kwargs)
 
@@ -114,8 +135,9 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
 
 
 def test_eval_runs_on_a_small_subset(tiny_model, tmp_path):
-    cfg = PriorEvalConfig(model=str(tiny_model), samples_per_prompt=1, steps=2, objects=2, classifier_check_views=2,
-                          classifier_steps=30)
+    cfg = PriorEvalConfig(
+        model=str(tiny_model), samples_per_prompt=1, steps=2, objects=2, classifier_check_views=2, classifier_steps=30
+    )
     record = evaluate_prior(cfg, tmp_path, progress=False)
     assert record["samples"] == 2 * 4
     assert set(record["scores"]) == {"colour", "shape"}  # no cone/cylinder among the first two objects
@@ -123,11 +145,14 @@ def test_eval_runs_on_a_small_subset(tiny_model, tmp_path):
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "eval.json").is_file()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("vae_rgb_weight=-1", "vae_rgb_weight must be >= 0"),
-    ("prediction_type=magic", "prediction_type"),
-    ("vae_from=/no/such/model", "/no/such/model"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("vae_rgb_weight=-1", "vae_rgb_weight must be >= 0"),
+        ("prediction_type=magic", "prediction_type"),
+        ("vae_from=/no/such/model", "/no/such/model"),
+    ],
+)
 def test_prior_train_bad_config_is_one_line_exit_2(tmp_path, capsys, override, message):
     code = main(["prior", "train", "-o", str(tmp_path / "p"), override])
     err = capsys.readouterr().err.strip()
@@ -137,13 +162,17 @@ def test_prior_train_bad_config_is_one_line_exit_2(tmp_path, capsys, override, m
 
 def test_training_on_the_vae_of_another_model_skips_stage_1(tmp_path):
     train_prior(PriorTrainConfig(**TINY), tmp_path / "a", progress=False)
-    record = train_prior(PriorTrainConfig(**{**TINY, "vae_from": str(tmp_path / "a"), "seed": 1}), tmp_path / "b",
-                         progress=False)
+    record = train_prior(
+        PriorTrainConfig(**{**TINY, "vae_from": str(tmp_path / "a"), "seed": 1}), tmp_path / "b", progress=False
+    )
     assert record["stages"]["vae"]["from"] == str(tmp_path / "a")
     assert not (tmp_path / "b" / "train" / "checkpoints" / "vae.pt").exists()
     name = "vae/diffusion_pytorch_model.safetensors"
     wa, wb = load_file(tmp_path / "a" / name), load_file(tmp_path / "b" / name)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     with pytest.raises(UserError, match="vae_channels"):
-        train_prior(PriorTrainConfig(**{**TINY, "vae_channels": [8, 8], "vae_from": str(tmp_path / "a")}),
-                    tmp_path / "c", progress=False)
+        train_prior(
+            PriorTrainConfig(**{**TINY, "vae_channels": [8, 8], "vae_from": str(tmp_path / "a")}),
+            tmp_path / "c",
+            progress=False,
+        )

@@ -133,7 +133,9 @@ def test_a_mirrored_view_is_the_view_from_the_negated_azimuth(shape):
     for elevation, azimuth in [(20, 30), (-5, 110), (40, -160)]:
         a = render(obj, Camera(elevation, azimuth, height=48, width=48), ss=2).rgb
         b = render(obj, Camera(elevation, -azimuth, height=48, width=48), ss=2).rgb
-        assert np.abs(np.flip(a, axis=1) - b).max() < 0.02 and view_word(elevation, azimuth) == view_word(elevation, -azimuth)
+        assert np.abs(np.flip(a, axis=1) - b).max() < 0.02 and view_word(elevation, azimuth) == view_word(
+            elevation, -azimuth
+        )
         assert np.abs(a - b).max() > 0.1 or shape != "cube"  # the cube really looks different from a and -a
 
 

@@ -272,7 +272,9 @@ def test_nearest_valid_indices_is_exact(monkeypatch):
             r, c, sr, sc = nearest_valid_indices(invalid)
             np.testing.assert_array_equal(np.stack([r, c]), np.nonzero(invalid))
             assert not invalid[sr, sc].any()
-            np.testing.assert_array_equal((sr - r) ** 2 + (sc - c) ** 2, (want_r[r, c] - r) ** 2 + (want_c[r, c] - c) ** 2)
+            np.testing.assert_array_equal(
+                (sr - r) ** 2 + (sc - c) ** 2, (want_r[r, c] - r) ** 2 + (want_c[r, c] - c) ** 2
+            )
 
 
 def test_sharpen_keeps_dtype_and_accepts_torch():
@@ -400,7 +402,9 @@ def test_fault5_constant_map_gives_no_nan():
 
         def check(mode):
             pair = make_pair(image, inverse, mode=mode, scale=100.0, crop=False)
-            return bool(np.isfinite(pair.disparity).all() and (pair.disparity == 0).all() and (pair.right == image).all())
+            return bool(
+                np.isfinite(pair.disparity).all() and (pair.disparity == 0).all() and (pair.right == image).all()
+            )
 
         default_ok, reference_ok = _both_modes(check)
         assert default_ok and not reference_ok

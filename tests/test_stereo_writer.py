@@ -229,7 +229,10 @@ def test_cli_generate_and_preview(tmp_path, capsys):
     [
         (["generate", "{tmp}/missing", "{tmp}/out", "--depth-dir", "{depth}"], "images folder"),
         (["generate", "{images}", "{tmp}/out"], "depth source"),
-        (["generate", "{images}", "{tmp}/out", "--depth-dir", "{depth}", "--depth-model", "x"], "exactly one depth source"),
+        (
+            ["generate", "{images}", "{tmp}/out", "--depth-dir", "{depth}", "--depth-model", "x"],
+            "exactly one depth source",
+        ),
         (["generate", "{images}", "{tmp}/out", "--depth-dir", "{depth}", "--shard", "3/2"], "0 <= K < N"),
         (["generate", "{images}", "{tmp}/out", "--depth-dir", "{depth}", "--shard", "two"], "K/N"),
         (["generate", "{images}", "{tmp}/out", "--depth-dir", "{tmp}/nodepth"], "depth folder"),
@@ -258,12 +261,23 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
 def tiny_depth_model(tmp_path_factory):
     torch.manual_seed(0)
     backbone = Dinov2Config(
-        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=56,
-        patch_size=14, out_features=["stage1", "stage2"], reshape_hidden_states=False,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=56,
+        patch_size=14,
+        out_features=["stage1", "stage2"],
+        reshape_hidden_states=False,
     )
     config = DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=16, reassemble_factors=[4, 2], neck_hidden_sizes=[8, 16],
-        fusion_hidden_size=16, head_hidden_size=8, patch_size=14,
+        backbone_config=backbone,
+        reassemble_hidden_size=16,
+        reassemble_factors=[4, 2],
+        neck_hidden_sizes=[8, 16],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+        patch_size=14,
     )
     model = DepthAnythingForDepthEstimation(config)
     with torch.no_grad():
@@ -283,7 +297,19 @@ def test_cli_generate_with_a_depth_model(tmp_path, capsys, tiny_depth_model):
     assert meta["depth"] == {"type": "depth-model", "model": str(tiny_depth_model), "kind": "inverse"}
     assert np.isfinite(read_pfm(out / "disparity" / "img0.pfm")).all()
     # forcing the kind is allowed and recorded (a different setting: another folder)
-    assert cli("generate", images, tmp_path / "o2", "--depth-model", tiny_depth_model, "--depth-kind", "depth", "--no-progress") == 0
+    assert (
+        cli(
+            "generate",
+            images,
+            tmp_path / "o2",
+            "--depth-model",
+            tiny_depth_model,
+            "--depth-kind",
+            "depth",
+            "--no-progress",
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "o2" / "meta" / "img1.json").read_text())["depth"]["kind"] == "depth"
 
 

@@ -12,8 +12,15 @@ def test_every_listed_word_is_one_token_and_build_is_deterministic():
         if word.isalpha():
             assert a.tokenize(word) == [word + "</w>"], word
     ids = a("a Purple torus, overhead view", padding="max_length", max_length=16).input_ids
-    assert a.convert_ids_to_tokens(ids[:7]) == ["<|startoftext|>", "a</w>", "purple</w>", "torus</w>", ",</w>",
-                                                "overhead</w>", "view</w>"]
+    assert a.convert_ids_to_tokens(ids[:7]) == [
+        "<|startoftext|>",
+        "a</w>",
+        "purple</w>",
+        "torus</w>",
+        ",</w>",
+        "overhead</w>",
+        "view</w>",
+    ]
     assert len(ids) == 16
 
 

@@ -55,11 +55,13 @@ def test_resume_from_any_checkpoint_equals_the_uninterrupted_run(tmp_path):
     whole = fit(Regression(), 30, tmp_path / "whole.pt")
     assert abs(whole.history[-1]["slope"] - 3.0) < abs(whole.history[0]["slope"] - 3.0) - 1  # it learns
     for stop_at in (7, 20):
-        part = Trainer(Regression(), stop_at, tmp_path / f"part{stop_at}.pt", torch.Generator().manual_seed(1),
-                       progress=False)
+        part = Trainer(
+            Regression(), stop_at, tmp_path / f"part{stop_at}.pt", torch.Generator().manual_seed(1), progress=False
+        )
         part.fit()
-        resumed = Trainer(Regression(), 30, tmp_path / f"part{stop_at}.pt", torch.Generator().manual_seed(99),
-                          progress=False)
+        resumed = Trainer(
+            Regression(), 30, tmp_path / f"part{stop_at}.pt", torch.Generator().manual_seed(99), progress=False
+        )
         resumed.load_checkpoint()
         resumed.fit()
         assert resumed.history == whole.history
@@ -93,8 +95,11 @@ def test_nan_guard_skips_and_stops_and_hooks_run_only_after_real_steps(tmp_path)
 
 def test_validation_images_every_n_steps_and_at_the_end(tmp_path):
     fit(Regression(), 7, tmp_path / "ckpt.pt", val_every=3, val_dir=tmp_path / "val")
-    assert sorted(p.name for p in (tmp_path / "val").iterdir()) == ["step-00003.png", "step-00006.png",
-                                                                      "step-00007.png"]
+    assert sorted(p.name for p in (tmp_path / "val").iterdir()) == [
+        "step-00003.png",
+        "step-00006.png",
+        "step-00007.png",
+    ]
 
 
 def test_checkpoints_must_match_their_run(tmp_path):
@@ -113,12 +118,23 @@ def test_staged_run_resumes_each_stage_and_skips_finished_ones(tmp_path):
     def stages(stop_second_at=None):
         def build(name):
             built.append(name)
-            return Regression(stop=(stop_second_at, lambda: run.trainer.request_stop()) if name == "second" and
-                              stop_second_at is not None else None)
+            return Regression(
+                stop=(stop_second_at, lambda: run.trainer.request_stop())
+                if name == "second" and stop_second_at is not None
+                else None
+            )
 
-        return [Stage(name, steps, seed, build=lambda name=name: build(name),
-                      finish=lambda task, trainer: (trainer.step, task.line.weight.item()), checkpoint_every=4)
-                for name, steps, seed in (("first", 10, 1), ("second", 12, 2))]
+        return [
+            Stage(
+                name,
+                steps,
+                seed,
+                build=lambda name=name: build(name),
+                finish=lambda task, trainer: (trainer.step, task.line.weight.item()),
+                checkpoint_every=4,
+            )
+            for name, steps, seed in (("first", 10, 1), ("second", 12, 2))
+        ]
 
     whole = StagedRun(stages(), tmp_path / "a").run()
     run = StagedRun(stages(stop_second_at=6), tmp_path / "b")

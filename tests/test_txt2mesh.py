@@ -21,10 +21,22 @@ from dream3d.text_to_3d import default_config_path, load_txt2mesh_config, run_tx
 from dream3d.trainer import Trainer
 
 FAST = [
-    "cameras.height=16", "cameras.width=16", "cameras.batch=1", "renderer.sampler.num_samples=24",
-    "renderer.grid.resolution=16", "renderer.grid.warmup_steps=2", "renderer.grid.update_every=2",
-    "export.resolution=24", "export.turntable_frames=2", "export.turntable_size=16", "guidance.kind=target", "guidance.denoise_steps=2",
-    "val_every=0", "val_size=16", "material.albedo_warmup_steps=1", "regularizers.opacity_entropy=0.01",
+    "cameras.height=16",
+    "cameras.width=16",
+    "cameras.batch=1",
+    "renderer.sampler.num_samples=24",
+    "renderer.grid.resolution=16",
+    "renderer.grid.warmup_steps=2",
+    "renderer.grid.update_every=2",
+    "export.resolution=24",
+    "export.turntable_frames=2",
+    "export.turntable_size=16",
+    "guidance.kind=target",
+    "guidance.denoise_steps=2",
+    "val_every=0",
+    "val_size=16",
+    "material.albedo_warmup_steps=1",
+    "regularizers.opacity_entropy=0.01",
 ]
 
 
@@ -64,10 +76,14 @@ def test_skipped_steps_leave_parameters_and_moments_unchanged(tiny_model, tiny_c
     trainer.run_step()  # one real step, so that the optimizer has moments
     trainer.step += 1
     real = system.guidance.forward
-    breaks = {"loss": lambda out: out.terms.update(target=out.terms["target"] * float("nan")),
-              "gradient": lambda out: out.terms.update(target=out.terms["target"]
-                                                       + 0 * system.geometry.encoding.params.sum() * float("inf"))}
+    breaks = {
+        "loss": lambda out: out.terms.update(target=out.terms["target"] * float("nan")),
+        "gradient": lambda out: out.terms.update(
+            target=out.terms["target"] + 0 * system.geometry.encoding.params.sum() * float("inf")
+        ),
+    }
     for how, spoil in breaks.items():
+
         def broken(*args, **kwargs):
             out = real(*args, **kwargs)
             spoil(out)
@@ -192,8 +208,15 @@ def test_same_seed_same_mesh_with_two_threads(tiny_model, tmp_path):
     step draws repeated cells, whose value used to depend on which thread wrote last."""
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     args = [*FAST, "steps=10", "renderer.grid.resolution=32", "export.turntable_formats=[]"]
-    runs = [subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tiny_model), str(tmp_path / out), "fresh", *args],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for out in ("a", "b")]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", KILL_SCRIPT, str(tiny_model), str(tmp_path / out), "fresh", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for out in ("a", "b")
+    ]
     assert [r.wait(timeout=600) for r in runs] == [0, 0]
     assert (tmp_path / "a" / "mesh.ply").read_bytes() == (tmp_path / "b" / "mesh.ply").read_bytes()
 
@@ -208,13 +231,16 @@ def test_outputs_of_a_short_run(tiny_model, tmp_path):
     assert again.cameras.height == 16 and again.steps == 2 and again.prompt == "x"  # the prompt given wins
 
 
-@pytest.mark.parametrize("args, message", [
-    (["nosuch.key=1"], "unknown config key 'nosuch'"),
-    (["guidance.kind=magic"], "choose one of 'sds', 'target'"),
-    (["guidance.kind=target", "guidance.guidance_scale=50"], "'guidance.guidance_scale' (kind 'target')"),
-    (["steps=0"], "steps must be at least 1"),
-    (["--config", "/no/such.yaml"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["nosuch.key=1"], "unknown config key 'nosuch'"),
+        (["guidance.kind=magic"], "choose one of 'sds', 'target'"),
+        (["guidance.kind=target", "guidance.guidance_scale=50"], "'guidance.guidance_scale' (kind 'target')"),
+        (["steps=0"], "steps must be at least 1"),
+        (["--config", "/no/such.yaml"], "does not exist"),
+    ],
+)
 def test_cli_bad_input_is_one_line_exit_2(tiny_model, tmp_path, capsys, args, message):
     code = main(["txt2mesh", "a red cube", "--model", str(tiny_model), "-o", str(tmp_path), *args])
     err = capsys.readouterr().err.strip()
@@ -285,10 +311,14 @@ def test_match_silhouette_size_zooms_targets_to_the_render(background):
 
 
 def test_python_api_takes_nested_values_like_txt2img(tiny_model, tmp_path):
-    values = dict(steps=2, cameras={"height": 16, "width": 16, "batch": 1},
-                  renderer={"sampler": {"num_samples": 24}, "grid": {"resolution": 16}},
-                  export={"resolution": 24, "turntable_formats": []}, val_every=0,
-                  guidance=SDSConfig(guidance_scale=50.0, t_max=0.5))
+    values = dict(
+        steps=2,
+        cameras={"height": 16, "width": 16, "batch": 1},
+        renderer={"sampler": {"num_samples": 24}, "grid": {"resolution": 16}},
+        export={"resolution": 24, "turntable_formats": []},
+        val_every=0,
+        guidance=SDSConfig(guidance_scale=50.0, t_max=0.5),
+    )
     cfg = load_txt2mesh_config("a red cube", model=str(tiny_model), values=values)
     assert cfg.guidance == SDSConfig(guidance_scale=50.0, t_max=0.5) and cfg.cameras.height == 16
     assert cfg.renderer.grid.resolution == 16 and cfg.renderer.grid.update_every == 16  # nested: merged with the recipe

@@ -150,11 +150,17 @@ def test_gradients_reach_field_and_background_parameters():
     out = renderer(Cameras.stack(Camera(10.0, 40.0, 1.8, 50.0, 12, 12)), generator=g, normals=True)
     assert out.rgb.shape == (1, 12, 12, 3) and out.normal.shape == (1, 12, 12, 3)
     (out.rgb.mean() + out.normal.abs().mean()).backward()
-    for name, p in [("hash table", field.encoding.params), ("density mlp", field.density_net[0].weight),
-                    ("albedo mlp", field.albedo_net[0].weight), ("background", bg.net[0].weight)]:
+    for name, p in [
+        ("hash table", field.encoding.params),
+        ("density mlp", field.density_net[0].weight),
+        ("albedo mlp", field.albedo_net[0].weight),
+        ("background", bg.net[0].weight),
+    ]:
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     analytic = AnalyticField(ball(5.0, 0.5))
-    out = VolumeRenderer(analytic, cfg=VolumeRendererConfig(grid=None))(Cameras.stack(Camera(0.0, 0.0, 2.0, 50.0, 8, 8)))
+    out = VolumeRenderer(analytic, cfg=VolumeRendererConfig(grid=None))(
+        Cameras.stack(Camera(0.0, 0.0, 2.0, 50.0, 8, 8))
+    )
     out.opacity.sum().backward()
     assert analytic.gain.grad > 0
 

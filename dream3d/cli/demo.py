@@ -10,8 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 DEMO_PROMPT = "a red sphere"
-DEMO_IMAGE_PROMPTS = ["a red cube, side view", "a blue sphere, front view", "a green cone, side view",
-                      "a yellow torus, overhead view"]
+DEMO_IMAGE_PROMPTS = [
+    "a red cube, side view",
+    "a blue sphere, front view",
+    "a green cone, side view",
+    "a yellow torus, overhead view",
+]
 
 
 def register(sub) -> None:
@@ -35,10 +39,12 @@ def run(args) -> int:
     cfg = load_txt2mesh_config(args.prompt, seed=args.seed, overrides=args.overrides)
     resume = (mesh_dir / "checkpoints").is_dir() and any((mesh_dir / "checkpoints").glob("*.pt"))
     metrics = run_txt2mesh(cfg, mesh_dir, resume=resume)
-    print(f"demo done: {args.prompt!r} in {metrics['seconds']:.0f} s\n"
-          f"  mesh:      {mesh_dir}/mesh.glb (also .obj, .ply)\n"
-          f"  turntable: {mesh_dir}/turntable.mp4 (also .gif)\n"
-          f"  progress:  {mesh_dir}/val/ (RGB | normals | opacity)")
+    print(
+        f"demo done: {args.prompt!r} in {metrics['seconds']:.0f} s\n"
+        f"  mesh:      {mesh_dir}/mesh.glb (also .obj, .ply)\n"
+        f"  turntable: {mesh_dir}/turntable.mp4 (also .gif)\n"
+        f"  progress:  {mesh_dir}/val/ (RGB | normals | opacity)"
+    )
     return 0
 
 

@@ -9,16 +9,24 @@ def register(sub) -> None:
     path = psub.add_parser("path", help="print the folder of the bundled prior")
     path.set_defaults(func=run_path)
 
-    train = psub.add_parser("train", help="train the prior from scratch (seeded, checkpointed, resumable)",
-                            description="Render the shapes world, train VAE then text encoder + UNet, save in diffusers layout.")
-    train.add_argument("-o", "--output", required=True, help="output folder (model files; training state in OUTPUT/train)")
+    train = psub.add_parser(
+        "train",
+        help="train the prior from scratch (seeded, checkpointed, resumable)",
+        description="Render the shapes world, train VAE then text encoder + UNet, save in diffusers layout.",
+    )
+    train.add_argument(
+        "-o", "--output", required=True, help="output folder (model files; training state in OUTPUT/train)"
+    )
     train.add_argument("--config", default=None, help="YAML file of PriorTrainConfig fields")
     train.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its checkpoints")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. unet_steps=2000")
     train.set_defaults(func=run_train)
 
-    ev = psub.add_parser("eval", help="sample every object from four views and score colour, shape and view",
-                         description="Scores a model with a classifier trained on ground-truth renders; writes eval.json and samples.png.")
+    ev = psub.add_parser(
+        "eval",
+        help="sample every object from four views and score colour, shape and view",
+        description="Scores a model with a classifier trained on ground-truth renders; writes eval.json and samples.png.",
+    )
     ev.add_argument("-o", "--output", default="outputs/prior-eval")
     ev.add_argument("--model", default=None, help="model to score (default: the bundled prior)")
     ev.add_argument("--config", default=None, help="YAML file of PriorEvalConfig fields")
@@ -41,8 +49,10 @@ def run_train(args) -> int:
     record = train_prior(cfg, args.output, resume=args.resume)
     vae, unet = record["stages"]["vae"], record["stages"]["unet"]
     vae_note = f"VAE {vae['psnr_db']} dB" if "psnr_db" in vae else f"VAE of {vae['from']}"
-    print(f"prior written to {args.output}/ in {record['seconds_total']:.0f} s: {vae_note}, "
-          f"UNet loss {unet['final_loss']:.4f}; details in {args.output}/train/train.json")
+    print(
+        f"prior written to {args.output}/ in {record['seconds_total']:.0f} s: {vae_note}, "
+        f"UNet loss {unet['final_loss']:.4f}; details in {args.output}/train/train.json"
+    )
     return 0
 
 
@@ -54,5 +64,7 @@ def run_eval(args) -> int:
     cfg = load_config(PriorEvalConfig, args.config, overrides)
     record = evaluate_prior(cfg, args.output)
     print(format_table(record))
-    print(f"{record['samples']} samples in {record['sample_seconds']:.0f} s; wrote {args.output}/eval.json and samples.png")
+    print(
+        f"{record['samples']} samples in {record['sample_seconds']:.0f} s; wrote {args.output}/eval.json and samples.png"
+    )
     return 0 if all(record["passed"].values()) else 1

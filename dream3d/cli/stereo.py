@@ -34,20 +34,52 @@ def register(sub) -> None:
     g.add_argument("out_dir", metavar="OUT_DIR", help="output folder")
     src = g.add_argument_group("depth source (one of)")
     src.add_argument("--depth-dir", metavar="D", help="folder of precomputed maps <stem>.npy, .pfm or 16-bit .png")
-    src.add_argument("--depth-model", metavar="M", help="transformers depth-estimation model: folder or hub id (e.g. DPT, Depth Anything)")
+    src.add_argument(
+        "--depth-model",
+        metavar="M",
+        help="transformers depth-estimation model: folder or hub id (e.g. DPT, Depth Anything)",
+    )
     g.add_argument(
-        "--depth-kind", choices=["inverse", "depth"], default=None,
+        "--depth-kind",
+        choices=["inverse", "depth"],
+        default=None,
         help="what the maps hold: inverse depth (MiDaS/DPT/Depth Anything, default for --depth-dir) or depth "
         "(metric); for --depth-model it is read from the model config unless given",
     )
-    g.add_argument("--seed", type=int, default=0, help="global seed; each sample's seed derives from it and the file stem (default 0)")
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="global seed; each sample's seed derives from it and the file stem (default 0)",
+    )
     g.add_argument("--workers", type=int, default=0, help="worker processes; 0 = in this process (default 0)")
-    g.add_argument("--shard", default="0/1", metavar="K/N", help="process shard K of N (0 <= K < N), e.g. $SLURM_ARRAY_TASK_ID/64")
-    g.add_argument("--mode", choices=["default", "reference"], default="default", help="default: faults fixed; reference: published behaviour")
-    g.add_argument("--max-disparity", type=float, default=192.0, help="top of the disparity scale range and crop margin in pixels (192)")
-    g.add_argument("--width", type=int, default=None, help="output width (with --height); default: the photo's width minus the margin")
+    g.add_argument(
+        "--shard", default="0/1", metavar="K/N", help="process shard K of N (0 <= K < N), e.g. $SLURM_ARRAY_TASK_ID/64"
+    )
+    g.add_argument(
+        "--mode",
+        choices=["default", "reference"],
+        default="default",
+        help="default: faults fixed; reference: published behaviour",
+    )
+    g.add_argument(
+        "--max-disparity",
+        type=float,
+        default=192.0,
+        help="top of the disparity scale range and crop margin in pixels (192)",
+    )
+    g.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="output width (with --height); default: the photo's width minus the margin",
+    )
     g.add_argument("--height", type=int, default=None, help="output height (with --width); default: the photo's height")
-    g.add_argument("--kitti-png", action="store_true", help="also write disparity_png/<stem>.png (uint16, disparity*256, 0 = invalid)")
+    g.add_argument(
+        "--kitti-png",
+        action="store_true",
+        help="also write disparity_png/<stem>.png (uint16, disparity*256, 0 = invalid)",
+    )
     g.add_argument("--fill-cracks", action="store_true", help="fill one-pixel cracks of the warp from their neighbours")
     g.add_argument("--preview", action="store_true", help="also write preview/<stem>.png (colour-mapped disparity)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -56,7 +88,11 @@ def register(sub) -> None:
     add_device_args(g)
     g.set_defaults(func=run_generate)
 
-    i = commands.add_parser("index", help="rebuild pairs.txt of a data set", description="Rebuild OUT_DIR/pairs.txt from the complete samples.")
+    i = commands.add_parser(
+        "index",
+        help="rebuild pairs.txt of a data set",
+        description="Rebuild OUT_DIR/pairs.txt from the complete samples.",
+    )
     i.add_argument("out_dir", metavar="OUT_DIR")
     i.set_defaults(func=run_index)
 
@@ -66,8 +102,18 @@ def register(sub) -> None:
         description="Colour-mapped preview of a disparity file (.pfm, .npy, 16-bit KITTI .png), or of every sample of a data set folder.",
     )
     p.add_argument("path", metavar="PATH", help="disparity file, or a data set folder written by 'generate'")
-    p.add_argument("-o", "--output", default=None, help="PNG to write (file input; default PATH with .preview.png) or folder (data set; default PATH/preview)")
-    p.add_argument("--max-disparity", type=float, default=None, help="disparity shown as the nearest colour (default: each map's maximum)")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="PNG to write (file input; default PATH with .preview.png) or folder (data set; default PATH/preview)",
+    )
+    p.add_argument(
+        "--max-disparity",
+        type=float,
+        default=None,
+        help="disparity shown as the nearest colour (default: each map's maximum)",
+    )
     p.set_defaults(func=run_preview)
 
     s = commands.add_parser(
@@ -112,13 +158,21 @@ def run_generate(args: argparse.Namespace) -> int:
 
     if args.depth_dir:
         if not Path(args.depth_dir).is_dir():
-            raise UserError(f"depth folder '{args.depth_dir}' does not exist; pass the folder holding <stem>.npy/.pfm/.png maps")
+            raise UserError(
+                f"depth folder '{args.depth_dir}' does not exist; pass the folder holding <stem>.npy/.pfm/.png maps"
+            )
         depth = DepthDir(args.depth_dir, kind=args.depth_kind or "inverse")
     else:
         depth = DepthModel(args.depth_model, device=args.device, dtype=args.dtype, kind=args.depth_kind)
     options = GenerateOptions(
-        seed=args.seed, mode=args.mode, max_disparity=args.max_disparity, height=args.height, width=args.width,
-        kitti_png=args.kitti_png, fill_cracks=args.fill_cracks, preview=args.preview,
+        seed=args.seed,
+        mode=args.mode,
+        max_disparity=args.max_disparity,
+        height=args.height,
+        width=args.width,
+        kitti_png=args.kitti_png,
+        fill_cracks=args.fill_cracks,
+        preview=args.preview,
     )
     summary = generate(
         args.images_dir, args.out_dir, depth, options, workers=args.workers, shard=shard, progress=not args.no_progress
@@ -157,7 +211,9 @@ def run_preview(args: argparse.Namespace) -> int:
     if path.is_dir():
         meta = path / "disparity"
         if not meta.is_dir():
-            raise UserError(f"'{path}' has no disparity/ folder; pass a data set written by 'dream3d stereo generate' or a disparity file")
+            raise UserError(
+                f"'{path}' has no disparity/ folder; pass a data set written by 'dream3d stereo generate' or a disparity file"
+            )
         out = Path(args.output) if args.output else path / "preview"
         files = sorted(meta.glob("*.pfm"))
         for f in files:

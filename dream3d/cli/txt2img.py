@@ -8,10 +8,15 @@ from . import add_device_args
 def register(sub) -> None:
     from ..diffusion.schedulers import SCHEDULERS
 
-    p = sub.add_parser("txt2img", help="text to image with a latent diffusion model",
-                       description="Sample images for PROMPT; writes PNGs and txt2img.json (every parameter, seed included).")
+    p = sub.add_parser(
+        "txt2img",
+        help="text to image with a latent diffusion model",
+        description="Sample images for PROMPT; writes PNGs and txt2img.json (every parameter, seed included).",
+    )
     p.add_argument("prompt")
-    p.add_argument("--model", default=None, help="folder in diffusers layout, hub id, or 'shapes' (default: the bundled prior)")
+    p.add_argument(
+        "--model", default=None, help="folder in diffusers layout, hub id, or 'shapes' (default: the bundled prior)"
+    )
     p.add_argument("--negative", default=None, help="negative prompt")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (diffusers' convention)")
@@ -29,9 +34,18 @@ def run(args) -> int:
     from ..text_to_image import Txt2ImgConfig, run_txt2img
 
     cfg = Txt2ImgConfig(
-        prompt=args.prompt, negative=args.negative, model=args.model, steps=args.steps, guidance=args.guidance,
-        scheduler=args.scheduler, seed=args.seed, height=args.height, width=args.width,
-        num_images=args.num_images, device=args.device, dtype=args.dtype,
+        prompt=args.prompt,
+        negative=args.negative,
+        model=args.model,
+        steps=args.steps,
+        guidance=args.guidance,
+        scheduler=args.scheduler,
+        seed=args.seed,
+        height=args.height,
+        width=args.width,
+        num_images=args.num_images,
+        device=args.device,
+        dtype=args.dtype,
     )
     images, record = run_txt2img(cfg, output=args.output)
     print(f"wrote {len(images)} image(s) to {args.output}/ ({', '.join(record['images'])}) and txt2img.json")

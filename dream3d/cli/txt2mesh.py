@@ -7,9 +7,10 @@ from . import add_device_args
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "txt2mesh", help="text to 3D: SDS into a hash-grid NeRF, exported as a mesh and a turntable",
+        "txt2mesh",
+        help="text to 3D: SDS into a hash-grid NeRF, exported as a mesh and a turntable",
         description="Optimise a NeRF with a frozen diffusion prior, then export mesh.glb/.obj/.ply and turntable.mp4/.gif. "
-                    "Without --config/--model: the bundled prior and configs/shapes-dreamfusion.yaml.",
+        "Without --config/--model: the bundled prior and configs/shapes-dreamfusion.yaml.",
     )
     p.add_argument("prompt")
     p.add_argument("--config", default=None, help="YAML run config (default: by model, see configs/)")
@@ -18,7 +19,9 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its checkpoint")
     add_device_args(p)
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500 guidance.t_max_end=0.4")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500 guidance.t_max_end=0.4"
+    )
     p.set_defaults(func=run)
 
 
@@ -34,6 +37,8 @@ def run(args) -> int:
     except KeyboardInterrupt:
         print(f"interrupted: checkpoint and partial export in {args.output}/; continue with --resume")
         raise
-    print(f"{metrics['steps']} steps in {metrics['seconds']:.0f} s; mesh: {args.output}/mesh.glb (.obj, .ply), "
-          f"turntable: {args.output}/turntable.mp4 (.gif), metrics: {args.output}/metrics.json")
+    print(
+        f"{metrics['steps']} steps in {metrics['seconds']:.0f} s; mesh: {args.output}/mesh.glb (.obj, .ply), "
+        f"turntable: {args.output}/turntable.mp4 (.gif), metrics: {args.output}/metrics.json"
+    )
     return 0

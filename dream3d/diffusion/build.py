@@ -87,7 +87,9 @@ def build_components(spec: ModelSpec, seed: int = 0) -> dict:
     )
     cross = spec.unet_cross_attention_blocks
     if len(cross) != len(spec.unet_channels):
-        raise UserError(f"unet_cross_attention_blocks has {len(cross)} flags for {len(spec.unet_channels)} UNet levels; give one per level")
+        raise UserError(
+            f"unet_cross_attention_blocks has {len(cross)} flags for {len(spec.unet_channels)} UNet levels; give one per level"
+        )
     down = tuple("CrossAttnDownBlock2D" if c else "DownBlock2D" for c in cross)
     up = tuple("CrossAttnUpBlock2D" if c else "UpBlock2D" for c in reversed(cross))
     unet = UNet2DConditionModel(

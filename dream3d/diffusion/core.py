@@ -102,7 +102,9 @@ class LatentDiffusion:
                 scheduler_config = DDPMScheduler.load_config(folder, subfolder="scheduler")
         except (OSError, ValueError, KeyError) as e:
             reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            raise UserError(f"could not load the model in '{folder}' ({reason}); check that it is a complete SD model") from None
+            raise UserError(
+                f"could not load the model in '{folder}' ({reason}); check that it is a complete SD model"
+            ) from None
         obj = cls(vae, text_encoder, tokenizer, unet, dict(scheduler_config), dev, dt, source=str(model or "shapes"))
         obj.to(dev)
         return obj
@@ -172,11 +174,15 @@ class LatentDiffusion:
         elif isinstance(negative, str):
             negative = [negative] * len(prompts)
         if len(negative) != len(prompts):
-            raise UserError(f"got {len(negative)} negative prompts for {len(prompts)} prompts; give one or the same number")
+            raise UserError(
+                f"got {len(negative)} negative prompts for {len(prompts)} prompts; give one or the same number"
+            )
         return self.encode_prompt(list(prompts)), self.encode_prompt(list(negative))
 
     # ------------------------------------------------------------------ VAE
-    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False) -> torch.Tensor:
+    def encode_images(
+        self, images: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False
+    ) -> torch.Tensor:
         """Images (B, 3, H, W) in [0, 1] -> scaled latents. Differentiable.
 
         ``sample=False`` takes the posterior mean (deterministic, what SDS uses); ``sample=True``
@@ -242,7 +248,9 @@ class LatentDiffusion:
             out = self.unet_forward(noisy, t, cond)
             return self.to_epsilon(out.to(noisy.dtype), noisy, t)
         out = self.unet_forward(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([uncond, cond]))
-        eps_uncond, eps_cond = self.to_epsilon(out.to(noisy.dtype), torch.cat([noisy, noisy]), torch.cat([t, t])).chunk(2)
+        eps_uncond, eps_cond = self.to_epsilon(out.to(noisy.dtype), torch.cat([noisy, noisy]), torch.cat([t, t])).chunk(
+            2
+        )
         return cfg_combine(eps_uncond, eps_cond, guidance_scale)
 
     # ------------------------------------------------------------------ sampling
@@ -250,7 +258,9 @@ class LatentDiffusion:
         f = self.vae_scale_factor
         for name, v in (("height", height), ("width", width)):
             if v < f or v % f:
-                raise UserError(f"{name} {v} is not a positive multiple of the VAE factor {f}; use e.g. {max(f, v - v % f)}")
+                raise UserError(
+                    f"{name} {v} is not a positive multiple of the VAE factor {f}; use e.g. {max(f, v - v % f)}"
+                )
 
     @torch.no_grad()
     def sample(
@@ -299,7 +309,12 @@ class LatentDiffusion:
         if "generator" in step_params:
             step_kwargs["generator"] = generator
 
-        shape = (len(prompts) * num_images, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        shape = (
+            len(prompts) * num_images,
+            self.unet.config.in_channels,
+            height // self.vae_scale_factor,
+            width // self.vae_scale_factor,
+        )
         latents = randn_tensor(shape, generator=generator, device=self.device, dtype=embeds.dtype)
         latents = latents * sched.init_noise_sigma
 

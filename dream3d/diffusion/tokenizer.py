@@ -29,7 +29,7 @@ def word_merges(words: Iterable[str]) -> list[tuple[str, str]]:
     merges = set()
     for word in words:
         for k in range(len(word) - 2, -1, -1):
-            merges.add((word[k], word[k + 1:] + "</w>"))
+            merges.add((word[k], word[k + 1 :] + "</w>"))
     return sorted(merges, key=lambda m: (len(m[0]) + len(m[1]), m))
 
 

@@ -46,7 +46,9 @@ class ExportConfig:
             raise UserError(f"turntable_source '{self.turntable_source}' must be 'mesh' or 'field'")
         bad = [f for f in self.turntable_formats if f not in ("mp4", "gif")]
         if bad:
-            raise UserError(f"turntable format(s) {bad} are not supported; use a list of 'mp4' and 'gif' (or [] for none)")
+            raise UserError(
+                f"turntable format(s) {bad} are not supported; use a list of 'mp4' and 'gif' (or [] for none)"
+            )
 
 
 def export_asset(geometry, folder: str | Path, cfg: ExportConfig = ExportConfig(), renderer=None) -> dict:
@@ -65,12 +67,18 @@ def export_asset(geometry, folder: str | Path, cfg: ExportConfig = ExportConfig(
             if source is None:
                 source = VolumeRenderer(geometry).eval()
                 source.fill_grid()
-        frames = render_turntable(source, cfg.turntable_frames, cfg.turntable_size, cfg.turntable_elevation,
-                                  cfg.turntable_fov)
+        frames = render_turntable(
+            source, cfg.turntable_frames, cfg.turntable_size, cfg.turntable_elevation, cfg.turntable_fov
+        )
         paths.update(write_turntable(frames, folder, cfg.fps, formats=tuple(cfg.turntable_formats)))
     extent = np.ptp(np.asarray(mesh.vertices), axis=0)
-    summary = {**info, "extent_world_xyz": extent.tolist(), "frame": "glTF +Y up: world (x, y, z) -> (x, z, -y)",
-               "turntable_source": cfg.turntable_source, "turntable_frames": int(len(frames)),
-               "files": {k: str(v) for k, v in paths.items()}}
+    summary = {
+        **info,
+        "extent_world_xyz": extent.tolist(),
+        "frame": "glTF +Y up: world (x, y, z) -> (x, z, -y)",
+        "turntable_source": cfg.turntable_source,
+        "turntable_frames": int(len(frames)),
+        "files": {k: str(v) for k, v in paths.items()},
+    }
     write_json(folder / "export.json", summary)
     return summary

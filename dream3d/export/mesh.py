@@ -27,8 +27,9 @@ def to_gltf_frame(mesh):
     return out
 
 
-def write_mesh(mesh_world, folder: str | Path, name: str = "mesh",
-               formats: tuple[str, ...] = ("glb", "obj", "ply")) -> dict[str, Path]:
+def write_mesh(
+    mesh_world, folder: str | Path, name: str = "mesh", formats: tuple[str, ...] = ("glb", "obj", "ply")
+) -> dict[str, Path]:
     """Write ``{folder}/{name}.glb|.obj|.ply`` in the +Y-up frame, atomically. Returns the paths."""
     folder = Path(folder)
     mesh = to_gltf_frame(mesh_world)
@@ -37,8 +38,9 @@ def write_mesh(mesh_world, folder: str | Path, name: str = "mesh",
         path = folder / f"{name}.{fmt}"
         with atomic_path(path) as tmp:
             if fmt == "obj":
-                text = trimesh.exchange.obj.export_obj(mesh, include_color=True, include_normals=False,
-                                                       include_texture=False)
+                text = trimesh.exchange.obj.export_obj(
+                    mesh, include_color=True, include_normals=False, include_texture=False
+                )
                 tmp.write_text(text, encoding="utf-8")
             elif fmt in ("glb", "ply"):
                 mesh.export(tmp, file_type=fmt)

@@ -25,8 +25,9 @@ from ..renderers.base import Renderer
 from ..renderers.materials import lambert
 
 
-def turntable_cameras(n: int, size: int = 256, elevation: float = 15.0, fov: float = 40.0,
-                      radius: float = 1.0, margin: float = 1.15) -> list[Camera]:
+def turntable_cameras(
+    n: int, size: int = 256, elevation: float = 15.0, fov: float = 40.0, radius: float = 1.0, margin: float = 1.15
+) -> list[Camera]:
     """``n`` cameras around the origin at ``elevation``, azimuth ``-180 + 360 k / n`` (front view
     at index ``n // 2``), at the distance where a sphere of ``radius`` (times ``margin``) fills the
     vertical field of view. ``size`` is rounded up to even (video encoders need even sizes)."""
@@ -74,8 +75,9 @@ def render_field_views(renderer: Renderer, cameras: list[Camera]) -> np.ndarray:
     return np.round(torch.stack(frames).clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
 
 
-def render_turntable(source, n: int = 36, size: int = 256, elevation: float = 15.0, fov: float = 40.0,
-                     radius: float | None = None) -> np.ndarray:
+def render_turntable(
+    source, n: int = 36, size: int = 256, elevation: float = 15.0, fov: float = 40.0, radius: float | None = None
+) -> np.ndarray:
     """Turntable frames ``(n, H, W, 3)`` uint8 of a world-frame ``trimesh.Trimesh`` (ray-cast) or a
     :class:`~dream3d.renderers.base.Renderer` (rendered). ``radius`` of the framed sphere defaults
     to the mesh's farthest vertex, or the renderer's box half-diagonal."""
@@ -86,8 +88,13 @@ def render_turntable(source, n: int = 36, size: int = 256, elevation: float = 15
     return render_mesh_views(source, turntable_cameras(n, size, elevation, fov, r))
 
 
-def write_turntable(frames: np.ndarray, folder: str | Path, fps: int = 12, name: str = "turntable",
-                    formats: tuple[str, ...] = ("mp4", "gif")) -> dict[str, Path]:
+def write_turntable(
+    frames: np.ndarray,
+    folder: str | Path,
+    fps: int = 12,
+    name: str = "turntable",
+    formats: tuple[str, ...] = ("mp4", "gif"),
+) -> dict[str, Path]:
     """Write ``{name}.mp4`` (H.264, yuv420p) and ``{name}.gif`` (looping) atomically."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -100,8 +107,16 @@ def write_turntable(frames: np.ndarray, folder: str | Path, fps: int = 12, name:
         path = folder / f"{name}.{fmt}"
         with atomic_path(path) as tmp:
             if fmt == "mp4":
-                w = imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
-                                       macro_block_size=2, quality=8, ffmpeg_log_level="error")
+                w = imageio.get_writer(
+                    tmp,
+                    format="FFMPEG",
+                    fps=fps,
+                    codec="libx264",
+                    pixelformat="yuv420p",
+                    macro_block_size=2,
+                    quality=8,
+                    ffmpeg_log_level="error",
+                )
                 try:
                     for fr in frames:
                         w.append_data(fr)

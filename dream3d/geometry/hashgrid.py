@@ -206,14 +206,22 @@ class _Interpolate(torch.autograd.Function):
                     else:
                         grad_table[f].index_add_(0, flat, src)
         if ctx.needs_input_grad[2]:
-            grad_weight = sum(table[f].index_select(0, flat).view_as(weight) * grad_out[f]
-                              for f in range(table.shape[0]))
+            grad_weight = sum(
+                table[f].index_select(0, flat).view_as(weight) * grad_out[f] for f in range(table.shape[0])
+            )
         return grad_table, None, grad_weight
 
 
-def hash_indices_and_weights(x: torch.Tensor, scale: torch.Tensor, dense_stride: torch.Tensor,
-                             dense_corner: torch.Tensor, dense_size: torch.Tensor, offset: torch.Tensor,
-                             n_dense: int, hash_mask: int):
+def hash_indices_and_weights(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    dense_stride: torch.Tensor,
+    dense_corner: torch.Tensor,
+    dense_size: torch.Tensor,
+    offset: torch.Tensor,
+    n_dense: int,
+    hash_mask: int,
+):
     """Row indices ``(8, L, N)`` (int32) and trilinear weights ``(8, L, N)`` of points ``x (N, 3)``.
 
     Corner ``c = bx + 2 * by + 4 * bz`` (bit set = the +1 corner on that axis), as tinycudann.
@@ -252,12 +260,21 @@ def hash_indices_and_weights(x: torch.Tensor, scale: torch.Tensor, dense_stride:
     return index, weight
 
 
-def hash_encode(x: torch.Tensor, table: torch.Tensor, scale: torch.Tensor, dense_stride: torch.Tensor,
-                dense_corner: torch.Tensor, dense_size: torch.Tensor, offset: torch.Tensor, n_dense: int,
-                hash_mask: int) -> torch.Tensor:
+def hash_encode(
+    x: torch.Tensor,
+    table: torch.Tensor,
+    scale: torch.Tensor,
+    dense_stride: torch.Tensor,
+    dense_corner: torch.Tensor,
+    dense_size: torch.Tensor,
+    offset: torch.Tensor,
+    n_dense: int,
+    hash_mask: int,
+) -> torch.Tensor:
     """The fused encoding: ``x (N, 3)`` in [0, 1], ``table (F, rows)`` -> ``(N, L * F)`` level-major."""
-    index, weight = hash_indices_and_weights(x, scale, dense_stride, dense_corner, dense_size, offset, n_dense,
-                                             hash_mask)
+    index, weight = hash_indices_and_weights(
+        x, scale, dense_stride, dense_corner, dense_size, offset, n_dense, hash_mask
+    )
     n, L, F = x.shape[0], scale.shape[0], table.shape[0]
     out = _Interpolate.apply(table, index.view(8, L * n), weight.to(table.dtype).view(8, L * n))  # (F, L*N)
     return out.view(F, L, n).permute(2, 1, 0).reshape(n, L * F)
@@ -295,8 +312,7 @@ class HashGridEncoding(nn.Module):
     use the PyTorch ops; both give the same results up to float rounding.
     """
 
-    def __init__(self, cfg: HashGridConfig = HashGridConfig(), device=None, dtype=torch.float32,
-                 kernel: str = "auto"):
+    def __init__(self, cfg: HashGridConfig = HashGridConfig(), device=None, dtype=torch.float32, kernel: str = "auto"):
         super().__init__()
         if kernel not in ("auto", "on", "off"):
             raise UserError(f"hash encoding kernel '{kernel}' is unknown; use 'auto', 'on' or 'off'")
@@ -323,8 +339,19 @@ class HashGridEncoding(nn.Module):
         # drawn on the CPU (global generator), then moved: the same seed gives the same table on any device
         table = torch.empty(cfg.features_per_level, layout.rows, dtype=dtype).uniform_(-1e-4, 1e-4)
         self.params = nn.Parameter(table.to(device))
-        self.kernel = KernelLayout(layout.scale, layout.resolution, layout.size, layout.offset, layout.hashed,
-                                   cfg.features_per_level, self.hash_mask) if use_kernel else None
+        self.kernel = (
+            KernelLayout(
+                layout.scale,
+                layout.resolution,
+                layout.size,
+                layout.offset,
+                layout.hashed,
+                cfg.features_per_level,
+                self.hash_mask,
+            )
+            if use_kernel
+            else None
+        )
 
     @property
     def backend(self) -> str:
@@ -342,9 +369,13 @@ class HashGridEncoding(nn.Module):
     def _kernel_serves(self, x: torch.Tensor) -> bool:
         """The C kernel takes CPU float32 points that need no input gradient, with a CPU float32 table."""
         p = self.params
-        return (self.kernel is not None and x.device.type == p.device.type == "cpu"
-                and x.dtype == p.dtype == torch.float32 and p.is_contiguous()
-                and not (x.requires_grad and torch.is_grad_enabled()))
+        return (
+            self.kernel is not None
+            and x.device.type == p.device.type == "cpu"
+            and x.dtype == p.dtype == torch.float32
+            and p.is_contiguous()
+            and not (x.requires_grad and torch.is_grad_enabled())
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[-1] != 3:
@@ -352,8 +383,17 @@ class HashGridEncoding(nn.Module):
         if self._kernel_serves(x):
             return _KernelEncode.apply(self.params, x.contiguous(), self.kernel)
         scale = self.scale if x.dtype == torch.float32 else self.scale.to(x.dtype)
-        return hash_encode(x, self.params, scale, self.dense_stride, self.dense_corner, self.dense_size,
-                           self.offset, self.n_dense, self.hash_mask)
+        return hash_encode(
+            x,
+            self.params,
+            scale,
+            self.dense_stride,
+            self.dense_corner,
+            self.dense_size,
+            self.offset,
+            self.n_dense,
+            self.hash_mask,
+        )
 
     def tcnn_params(self) -> torch.Tensor:
         """The table in tinycudann's flat layout ``(rows * F,)``."""
@@ -364,8 +404,10 @@ class HashGridEncoding(nn.Module):
         """Load a tinycudann ``HashGrid`` parameter vector of the same config."""
         F, rows = self.params.shape
         if flat.numel() != F * rows:
-            raise UserError(f"tinycudann parameters have {flat.numel()} values, this grid needs {F * rows}; "
-                            "use the same HashGridConfig")
+            raise UserError(
+                f"tinycudann parameters have {flat.numel()} values, this grid needs {F * rows}; "
+                "use the same HashGridConfig"
+            )
         self.params.copy_(flat.reshape(rows, F).t())
 
 

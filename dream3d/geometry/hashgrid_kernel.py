@@ -75,7 +75,9 @@ def _build(cc: list[str]) -> Path:
             continue  # cache not writable: try the temporary folder
         os.close(fd)
         try:
-            done = subprocess.run([*cc, *FLAGS, str(SOURCE), "-o", tmp, *LIBS], capture_output=True, text=True, timeout=300)
+            done = subprocess.run(
+                [*cc, *FLAGS, str(SOURCE), "-o", tmp, *LIBS], capture_output=True, text=True, timeout=300
+            )
             if done.returncode != 0:
                 lines = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
                 raise RuntimeError(f"'{' '.join(cc)}' failed: {lines[0] if lines else f'exit {done.returncode}'}")
@@ -121,8 +123,16 @@ def _pool(workers: int, pid: int) -> ThreadPoolExecutor:  # per process: a forke
 class KernelLayout:
     """The per-level constants as the kernel takes them (CPU tensors kept alive for the pointers)."""
 
-    def __init__(self, scale: np.ndarray, resolution: np.ndarray, size: np.ndarray, offset: np.ndarray,
-                 hashed: np.ndarray, features: int, mask: int):
+    def __init__(
+        self,
+        scale: np.ndarray,
+        resolution: np.ndarray,
+        size: np.ndarray,
+        offset: np.ndarray,
+        hashed: np.ndarray,
+        features: int,
+        mask: int,
+    ):
         self.scale = torch.tensor(scale, dtype=torch.float32)
         self.resolution = torch.tensor(resolution, dtype=torch.int32)
         self.size = torch.tensor(size, dtype=torch.int32)
@@ -134,12 +144,28 @@ class KernelLayout:
     def _run(self, backward: bool, x: torch.Tensor, table: torch.Tensor, values: torch.Tensor) -> None:
         """``hashgrid_pass`` over all levels, split into contiguous level ranges run on torch's
         thread count (see hashgrid_kernel.c for what ``table`` and ``values`` are in each direction)."""
-        consts = (self.scale.data_ptr(), self.resolution.data_ptr(), self.size.data_ptr(),
-                  self.offset.data_ptr(), self.hashed.data_ptr(), self.mask, values.data_ptr())
+        consts = (
+            self.scale.data_ptr(),
+            self.resolution.data_ptr(),
+            self.size.data_ptr(),
+            self.offset.data_ptr(),
+            self.hashed.data_ptr(),
+            self.mask,
+            values.data_ptr(),
+        )
 
         def levels(bounds):
-            _load()[0].hashgrid_pass(int(backward), x.data_ptr(), x.shape[0], table.data_ptr(), table.shape[1],
-                                     self.features, self.levels, *bounds, *consts)
+            _load()[0].hashgrid_pass(
+                int(backward),
+                x.data_ptr(),
+                x.shape[0],
+                table.data_ptr(),
+                table.shape[1],
+                self.features,
+                self.levels,
+                *bounds,
+                *consts,
+            )
 
         workers = min(torch.get_num_threads(), self.levels)
         if workers <= 1 or x.shape[0] < 4096:

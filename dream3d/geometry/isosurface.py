@@ -60,8 +60,10 @@ def auto_threshold(grid: torch.Tensor | np.ndarray, bound: float) -> float:
     gain = torch.cumsum(1.0 - 2.0 * opac, 0)  # cost change of covering the top-k rays
     k = int(torch.argmin(gain)) + 1  # cover rays 0..k-1
     if float(gain[k - 1]) >= 0.0 or float(peak[k - 1]) <= 0.0:
-        raise UserError("the field is empty (no ray is more than half opaque), so there is no mesh to "
-                        "extract; train longer or pass an explicit threshold")
+        raise UserError(
+            "the field is empty (no ray is more than half opaque), so there is no mesh to "
+            "extract; train longer or pass an explicit threshold"
+        )
     hi = float(peak[k - 1])
     lo = float(peak[k]) if k < peak.numel() else 0.0
     # the level sits strictly between the two peaks it separates
@@ -71,8 +73,14 @@ def auto_threshold(grid: torch.Tensor | np.ndarray, bound: float) -> float:
 
 
 @torch.no_grad()
-def extract_mesh(field, resolution: int = 128, threshold: float | str = "auto", keep_fraction: float = 0.1,
-                 chunk: int = 65536, grid: torch.Tensor | None = None):
+def extract_mesh(
+    field,
+    resolution: int = 128,
+    threshold: float | str = "auto",
+    keep_fraction: float = 0.1,
+    chunk: int = 65536,
+    grid: torch.Tensor | None = None,
+):
     """Marching-cubes mesh of ``field`` (``bound``, ``density(x)``, ``field(x)["albedo"]``) in WORLD
     coordinates (+Z up) with vertex colours (module docstring).
 
@@ -108,6 +116,12 @@ def extract_mesh(field, resolution: int = 128, threshold: float | str = "auto", 
     albedo = torch.cat([field(p)["albedo"].float() for p in pts.split(chunk)]).clamp(0, 1).cpu().numpy()
     rgba = np.concatenate([np.round(albedo * 255), np.full((len(albedo), 1), 255)], 1).astype(np.uint8)
     mesh = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=rgba, process=False)
-    info = {"threshold": level, "resolution": resolution, "components_total": total,
-            "components_kept": len(keep), "faces": int(len(mesh.faces)), "vertices": int(len(mesh.vertices))}
+    info = {
+        "threshold": level,
+        "resolution": resolution,
+        "components_total": total,
+        "components_kept": len(keep),
+        "faces": int(len(mesh.faces)),
+        "vertices": int(len(mesh.vertices)),
+    }
     return mesh, info

@@ -85,8 +85,9 @@ class NeRFConfig:
         if not self.bound > 0:
             raise UserError(f"field bound {self.bound} must be > 0")
         if self.density_activation not in DENSITY_ACTIVATIONS:
-            raise UserError(f"density_activation '{self.density_activation}' is unknown; use one of "
-                            f"{sorted(DENSITY_ACTIVATIONS)}")
+            raise UserError(
+                f"density_activation '{self.density_activation}' is unknown; use one of {sorted(DENSITY_ACTIVATIONS)}"
+            )
         if self.normal_method not in NORMAL_METHODS:
             raise UserError(f"normal_method '{self.normal_method}' is unknown; use one of {NORMAL_METHODS}")
         if self.hidden_dim < 1 or self.hidden_layers < 0:
@@ -122,8 +123,10 @@ class NeRFGeometry(Geometry):
         return self.cfg.bound
 
     def param_groups(self) -> list[dict]:
-        return [{"name": "encoding", "params": list(self.encoding.parameters())},
-                {"name": "network", "params": list(self.density_net.parameters()) + list(self.albedo_net.parameters())}]
+        return [
+            {"name": "encoding", "params": list(self.encoding.parameters())},
+            {"name": "network", "params": list(self.density_net.parameters()) + list(self.albedo_net.parameters())},
+        ]
 
     @classmethod
     def create_from(cls, other: Geometry, cfg: NeRFConfig) -> NeRFGeometry:
@@ -181,16 +184,18 @@ class NeRFGeometry(Geometry):
             out["normal"] = self.normals(x, method=normals)
         return out
 
-    def normals(self, x: torch.Tensor, method: str | None = None, eps: float | None = None,
-                create_graph: bool | None = None) -> torch.Tensor:
+    def normals(
+        self, x: torch.Tensor, method: str | None = None, eps: float | None = None, create_graph: bool | None = None
+    ) -> torch.Tensor:
         """Unit normals ``-grad(sigma) / |grad(sigma)|`` at ``x (N, 3)``, ``(N, 3)``.
 
         ``method``: ``"analytic"`` (autograd; differentiable when ``create_graph``, which defaults to
         whether grad mode is on) or ``"finite_difference"`` (central differences, step ``eps`` in
         world units, default ``cfg.normal_eps``). Default ``cfg.normal_method``.
         """
-        return density_normals(self.density, x, method or self.cfg.normal_method,
-                               self.cfg.normal_eps if eps is None else eps, create_graph)
+        return density_normals(
+            self.density, x, method or self.cfg.normal_method, self.cfg.normal_eps if eps is None else eps, create_graph
+        )
 
     @torch.no_grad()
     def density_grid(self, resolution: int = 128, chunk: int = 65536) -> torch.Tensor:
@@ -211,8 +216,9 @@ def _normal_from_grad(sigma: torch.Tensor, x: torch.Tensor, create_graph: bool) 
     return -F.normalize(grad, dim=-1, eps=1e-12)
 
 
-def density_normals(density_fn, x: torch.Tensor, method: str = "analytic", eps: float = 0.01,
-                    create_graph: bool | None = None) -> torch.Tensor:
+def density_normals(
+    density_fn, x: torch.Tensor, method: str = "analytic", eps: float = 0.01, create_graph: bool | None = None
+) -> torch.Tensor:
     """Unit normals ``-grad(sigma)`` normalised, for any ``density_fn: (N, 3) -> (N,)``."""
     if method == "analytic":
         create_graph = torch.is_grad_enabled() if create_graph is None else create_graph

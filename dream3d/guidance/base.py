@@ -45,8 +45,9 @@ class GuidanceConfigBase:
 
     def __post_init__(self):
         if not 0.0 <= self.t_min <= self.t_max <= 1.0:
-            raise UserError(f"guidance timesteps need 0 <= t_min <= t_max <= 1, got t_min {self.t_min}, "
-                            f"t_max {self.t_max}")
+            raise UserError(
+                f"guidance timesteps need 0 <= t_min <= t_max <= 1, got t_min {self.t_min}, t_max {self.t_max}"
+            )
 
 
 @dataclass
@@ -64,8 +65,7 @@ class Guidance(nn.Module):
         self.cfg = cfg
         self.prompt = prompt
 
-    def forward(self, images: torch.Tensor, cameras: Cameras, step: int,
-                generator: torch.Generator) -> GuidanceOutput:
+    def forward(self, images: torch.Tensor, cameras: Cameras, step: int, generator: torch.Generator) -> GuidanceOutput:
         raise NotImplementedError
 
     def update(self, step: int, generator: torch.Generator) -> None:
@@ -77,8 +77,9 @@ class Guidance(nn.Module):
 
     def prompts(self, cameras: Cameras) -> list[str]:
         """The view-dependent prompt of each camera."""
-        return view_prompts(self.prompt, cameras.elevation_deg.tolist(), cameras.azimuth_deg.tolist(),
-                            self.cfg.view_prompts)
+        return view_prompts(
+            self.prompt, cameras.elevation_deg.tolist(), cameras.azimuth_deg.tolist(), self.cfg.view_prompts
+        )
 
     def t_range(self, step: int) -> tuple[int, int]:
         """Integer timestep range [lo, hi] at optimisation ``step`` (annealed)."""

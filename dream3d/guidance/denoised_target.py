@@ -70,11 +70,15 @@ class TargetConfig(GuidanceConfigBase):
         if self.denoise_steps < 1:
             raise UserError(f"guidance.denoise_steps {self.denoise_steps} must be >= 1")
         if self.match_size_above is not None and not 0 <= self.match_size_above <= 1:
-            raise UserError(f"guidance.match_size_above {self.match_size_above} must be in [0, 1] (a fraction of "
-                            f"the training timesteps) or null")
+            raise UserError(
+                f"guidance.match_size_above {self.match_size_above} must be in [0, 1] (a fraction of "
+                f"the training timesteps) or null"
+            )
         if self.denoise_step_size is not None and not 0 < self.denoise_step_size <= 1:
-            raise UserError(f"guidance.denoise_step_size {self.denoise_step_size} must be in (0, 1] (a fraction of "
-                            f"the training timesteps) or null")
+            raise UserError(
+                f"guidance.denoise_step_size {self.denoise_step_size} must be in (0, 1] (a fraction of "
+                f"the training timesteps) or null"
+            )
 
 
 class DenoisedTargetGuidance(Guidance):
@@ -82,8 +86,7 @@ class DenoisedTargetGuidance(Guidance):
 
     cfg: TargetConfig
 
-    def forward(self, images: torch.Tensor, cameras: Cameras, step: int,
-                generator: torch.Generator) -> GuidanceOutput:
+    def forward(self, images: torch.Tensor, cameras: Cameras, step: int, generator: torch.Generator) -> GuidanceOutput:
         core, cfg = self.core, self.cfg
         cond, uncond = core.text_conditioning(self.prompts(cameras), cfg.negative_prompt)
         t = self.sample_timesteps(images.shape[0], step, generator)

@@ -18,5 +18,7 @@ def view_prompt(prompt: str, elevation_deg: float, azimuth_deg: float, style: st
     return f"{prompt}, {view_word(elevation_deg, azimuth_deg)} view"
 
 
-def view_prompts(prompt: str, elevations: Sequence[float], azimuths: Sequence[float], style: str = "suffix") -> list[str]:
+def view_prompts(
+    prompt: str, elevations: Sequence[float], azimuths: Sequence[float], style: str = "suffix"
+) -> list[str]:
     return [view_prompt(prompt, float(e), float(a), style) for e, a in zip(elevations, azimuths)]

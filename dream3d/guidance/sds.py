@@ -38,8 +38,7 @@ class SDSGuidance(Guidance):
 
     cfg: SDSConfig
 
-    def forward(self, images: torch.Tensor, cameras: Cameras, step: int,
-                generator: torch.Generator) -> GuidanceOutput:
+    def forward(self, images: torch.Tensor, cameras: Cameras, step: int, generator: torch.Generator) -> GuidanceOutput:
         core, cfg = self.core, self.cfg
         cond, uncond = core.text_conditioning(self.prompts(cameras), cfg.negative_prompt)
         t = self.sample_timesteps(images.shape[0], step, generator)

@@ -49,8 +49,14 @@ class ShapesImages:
         return torch.from_numpy(self.images).permute(0, 3, 1, 2).float() / 255.0
 
 
-def render_views(views_per_object: int, size: int = 32, ss: int = 4, ranges: CameraRanges = CameraRanges(),
-                 seed: int = 0, progress: bool = True) -> ShapesImages:
+def render_views(
+    views_per_object: int,
+    size: int = 32,
+    ss: int = 4,
+    ranges: CameraRanges = CameraRanges(),
+    seed: int = 0,
+    progress: bool = True,
+) -> ShapesImages:
     """Render every object from ``views_per_object`` random cameras (seeded)."""
     generator = torch.Generator().manual_seed(seed)
     colours = list(COLOURS)
@@ -67,23 +73,49 @@ def render_views(views_per_object: int, size: int = 32, ss: int = 4, ranges: Cam
             azim.append(cam.azimuth_deg)
             bar.update()
     bar.close()
-    return ShapesImages(np.stack(images), captions, np.array(shape_idx), np.array(colour_idx),
-                        np.array(elev, dtype=np.float32), np.array(azim, dtype=np.float32))
+    return ShapesImages(
+        np.stack(images),
+        captions,
+        np.array(shape_idx),
+        np.array(colour_idx),
+        np.array(elev, dtype=np.float32),
+        np.array(azim, dtype=np.float32),
+    )
 
 
-def cached_views(cache_dir: str | Path, views_per_object: int, size: int = 32, ss: int = 4,
-                 ranges: CameraRanges = CameraRanges(), seed: int = 0, progress: bool = True) -> ShapesImages:
+def cached_views(
+    cache_dir: str | Path,
+    views_per_object: int,
+    size: int = 32,
+    ss: int = 4,
+    ranges: CameraRanges = CameraRanges(),
+    seed: int = 0,
+    progress: bool = True,
+) -> ShapesImages:
     """:func:`render_views`, cached in ``cache_dir`` under a name made of its parameters."""
     key = hashlib.sha256(repr(ranges).encode()).hexdigest()[:8]
     name = f"shapes-v{views_per_object}-s{size}-ss{ss}-cams{key}-seed{seed}.npz"
     path = Path(cache_dir) / name
     if path.is_file():
         d = np.load(path)
-        return ShapesImages(d["images"], [str(c) for c in d["captions"]], d["shape_index"], d["colour_index"],
-                            d["elevation"], d["azimuth"])
+        return ShapesImages(
+            d["images"],
+            [str(c) for c in d["captions"]],
+            d["shape_index"],
+            d["colour_index"],
+            d["elevation"],
+            d["azimuth"],
+        )
     data = render_views(views_per_object, size, ss, ranges, seed, progress)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, images=data.images, captions=np.array(data.captions), shape_index=data.shape_index,
-                     colour_index=data.colour_index, elevation=data.elevation, azimuth=data.azimuth)
+            np.savez(
+                f,
+                images=data.images,
+                captions=np.array(data.captions),
+                shape_index=data.shape_index,
+                colour_index=data.colour_index,
+                elevation=data.elevation,
+                azimuth=data.azimuth,
+            )
     return data

@@ -88,8 +88,16 @@ def evaluate_prior(cfg: PriorEvalConfig, out: str | Path, progress: bool = True)
             rows.append((obj, view, view_caption(obj, e, a)))
     t0 = time.perf_counter()
     generator = torch.Generator("cpu").manual_seed(cfg.seed)
-    images = core.sample([r[2] for r in rows], steps=cfg.steps, guidance_scale=cfg.guidance, scheduler=cfg.scheduler,
-                         generator=generator, num_images=cfg.samples_per_prompt, output="pt", progress=progress)
+    images = core.sample(
+        [r[2] for r in rows],
+        steps=cfg.steps,
+        guidance_scale=cfg.guidance,
+        scheduler=cfg.scheduler,
+        generator=generator,
+        num_images=cfg.samples_per_prompt,
+        output="pt",
+        progress=progress,
+    )
     sample_s = time.perf_counter() - t0
     if images.shape[-1] != 32:
         images = torch.nn.functional.interpolate(images.float().cpu(), size=(32, 32), mode="area")
@@ -99,18 +107,31 @@ def evaluate_prior(cfg: PriorEvalConfig, out: str | Path, progress: bool = True)
     want_colour = torch.tensor([colours.index(r[0].colour) for r in rows]).repeat_interleave(n)
     want_overhead = torch.tensor([r[1] == "overhead" for r in rows]).repeat_interleave(n)
     view_mask = torch.tensor([r[0].shape in VIEW_SHAPES for r in rows]).repeat_interleave(n)
-    scores = {"colour": float((pred["colour"] == want_colour).float().mean()),
-              "shape": float((pred["shape"] == want_shape).float().mean())}
+    scores = {
+        "colour": float((pred["colour"] == want_colour).float().mean()),
+        "shape": float((pred["shape"] == want_shape).float().mean()),
+    }
     if view_mask.any():
         scores["view"] = float((pred["overhead"][view_mask] == want_overhead[view_mask]).float().mean())
-    per_shape = {s: float((pred["shape"][want_shape == i] == i).float().mean())
-                 for i, s in enumerate(SHAPES) if (want_shape == i).any()}
+    per_shape = {
+        s: float((pred["shape"][want_shape == i] == i).float().mean())
+        for i, s in enumerate(SHAPES)
+        if (want_shape == i).any()
+    }
 
     save_image(out / "samples.png", make_grid(images, cols=len(EVAL_VIEWS) * n))
-    record = {"config": to_dict(cfg), "model": core.describe(), "samples": len(images),
-              "sample_seconds": round(sample_s, 1), "scores": scores, "targets": TARGETS,
-              "passed": {k: scores[k] >= TARGETS[k] for k in scores}, "shape_accuracy_by_shape": per_shape,
-              "classifier": cls_info, "grid": "samples.png (rows: objects; columns: front, side, back, overhead views)"}
+    record = {
+        "config": to_dict(cfg),
+        "model": core.describe(),
+        "samples": len(images),
+        "sample_seconds": round(sample_s, 1),
+        "scores": scores,
+        "targets": TARGETS,
+        "passed": {k: scores[k] >= TARGETS[k] for k in scores},
+        "shape_accuracy_by_shape": per_shape,
+        "classifier": cls_info,
+        "grid": "samples.png (rows: objects; columns: front, side, back, overhead views)",
+    }
     write_json(out / "eval.json", record)
     return record
 
@@ -120,6 +141,8 @@ def format_table(record: dict) -> str:
     for k, v in record["scores"].items():
         lines.append(f"| {k} | {v * 100:.1f}% | >= {TARGETS[k] * 100:.0f}% |")
     acc = record["classifier"]["held_out_accuracy"]
-    lines.append(f"| classifier on held-out ground truth | shape {acc['shape'] * 100:.1f}%, colour "
-                 f"{acc['colour'] * 100:.1f}%, overhead {acc['overhead'] * 100:.1f}% | >= 99% |")
+    lines.append(
+        f"| classifier on held-out ground truth | shape {acc['shape'] * 100:.1f}%, colour "
+        f"{acc['colour'] * 100:.1f}%, overhead {acc['overhead'] * 100:.1f}% | >= 99% |"
+    )
     return "\n".join(lines)

@@ -98,11 +98,19 @@ class PriorTrainConfig:
 
 def model_spec(cfg: PriorTrainConfig) -> ModelSpec:
     return ModelSpec(
-        image_size=cfg.size, vae_channels=tuple(cfg.vae_channels), unet_channels=tuple(cfg.unet_channels),
+        image_size=cfg.size,
+        vae_channels=tuple(cfg.vae_channels),
+        unet_channels=tuple(cfg.unet_channels),
         unet_cross_attention_blocks=tuple(cfg.unet_cross_attention_blocks),
-        unet_layers_per_block=cfg.unet_layers_per_block, unet_heads=cfg.unet_heads, text_hidden=cfg.text_hidden,
-        text_layers=cfg.text_layers, text_heads=cfg.text_heads, words=tuple(DEFAULT_WORDS) + tuple(cfg.words),
-        beta_schedule=cfg.beta_schedule, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
+        unet_layers_per_block=cfg.unet_layers_per_block,
+        unet_heads=cfg.unet_heads,
+        text_hidden=cfg.text_hidden,
+        text_layers=cfg.text_layers,
+        text_heads=cfg.text_heads,
+        words=tuple(DEFAULT_WORDS) + tuple(cfg.words),
+        beta_schedule=cfg.beta_schedule,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
         prediction_type=cfg.prediction_type,
     )
 
@@ -136,7 +144,9 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
         record["stages"]["vae"] = load_vae(parts, vae_path)
     record["stages"].update(run.run())
     save_model(parts, out)
-    record["seconds_total"] = round(sum(s.get("seconds", 0) for s in record["stages"].values()) + record["data"]["seconds"], 1)
+    record["seconds_total"] = round(
+        sum(s.get("seconds", 0) for s in record["stages"].values()) + record["data"]["seconds"], 1
+    )
     write_json(record_path, record)
     return record
 
@@ -145,8 +155,10 @@ def load_vae(parts: dict, path: Path) -> dict:
     """Replace ``parts["vae"]`` by the VAE of the model in ``path`` (its architecture must match the config's)."""
     vae = AutoencoderKL.from_pretrained(path, subfolder="vae")
     if list(vae.config.block_out_channels) != list(parts["vae"].config.block_out_channels):
-        raise UserError(f"the VAE of '{path}' has channels {list(vae.config.block_out_channels)} but the config asks for "
-                        f"{list(parts['vae'].config.block_out_channels)}; set vae_channels to match or drop vae_from")
+        raise UserError(
+            f"the VAE of '{path}' has channels {list(vae.config.block_out_channels)} but the config asks for "
+            f"{list(parts['vae'].config.block_out_channels)}; set vae_channels to match or drop vae_from"
+        )
     parts["vae"] = vae.eval().requires_grad_(False)
     return {"from": str(path), "scaling_factor": vae.config.scaling_factor, "seconds": 0.0}
 
@@ -207,23 +219,41 @@ class VAETraining(TrainingTask):
         vae.register_to_config(scaling_factor=scaling)
         psnr = float(10 * torch.log10(1.0 / torch.cat(rec_err).mean()))
         losses = [h["mse"] for h in trainer.history]
-        return {"steps": trainer.step, "first_mse": _mean(losses[:20]), "final_mse": _mean(losses[-100:]),
-                "psnr_db": round(psnr, 2), "scaling_factor": scaling, "seconds": round(trainer.seconds, 1)}
+        return {
+            "steps": trainer.step,
+            "first_mse": _mean(losses[:20]),
+            "final_mse": _mean(losses[-100:]),
+            "psnr_db": round(psnr, 2),
+            "scaling_factor": scaling,
+            "seconds": round(trainer.seconds, 1),
+        }
 
 
 def vae_stage(vae, images, cfg: PriorTrainConfig) -> Stage:
     """Stage 1 (``vae``, seed + 1); ``vae`` and ``images`` are callables, read when the stage starts."""
-    return Stage("vae", cfg.vae_steps, cfg.seed + 1, build=lambda: VAETraining(vae(), images(), cfg),
-                 finish=lambda task, trainer: task.finish(trainer), desc="stage 1/2 VAE",
-                 checkpoint_every=cfg.checkpoint_every)
+    return Stage(
+        "vae",
+        cfg.vae_steps,
+        cfg.seed + 1,
+        build=lambda: VAETraining(vae(), images(), cfg),
+        finish=lambda task, trainer: task.finish(trainer),
+        desc="stage 1/2 VAE",
+        checkpoint_every=cfg.checkpoint_every,
+    )
 
 
 class UNetTraining(TrainingTask):
     """Stage 2: text encoder + UNet on the frozen VAE's latents, with an EMA of the weights.
     Random draws come from a CPU generator on every device, then move to ``device``."""
 
-    def __init__(self, parts: dict, images: torch.Tensor, captions: list[str], cfg: PriorTrainConfig,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        parts: dict,
+        images: torch.Tensor,
+        captions: list[str],
+        cfg: PriorTrainConfig,
+        device: torch.device | str = "cpu",
+    ):
         self.parts, self.cfg, self.device = parts, cfg, torch.device(device)
         vae, tokenizer = parts["vae"], parts["tokenizer"]
         with torch.no_grad():
@@ -232,8 +262,9 @@ class UNetTraining(TrainingTask):
             self.lat_std = (torch.cat([p.std for p in posts]) * vae.config.scaling_factor).to(self.device)
         texts = sorted(set(captions)) + [""]
         lookup = {t: i for i, t in enumerate(texts)}
-        self.token_ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                                   return_tensors="pt").input_ids.to(self.device)
+        self.token_ids = tokenizer(
+            texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.device)
         self.caption_index = torch.tensor([lookup[c] for c in captions])
         self.empty = len(texts) - 1
         self.unet, self.text_encoder = parts["unet"].to(self.device), parts["text_encoder"].to(self.device)
@@ -251,7 +282,11 @@ class UNetTraining(TrainingTask):
         return {"unet": self.scheduler}
 
     def state_dict(self) -> dict:
-        return {"unet": self.unet.state_dict(), "text_encoder": self.text_encoder.state_dict(), "ema": self.ema.state_dict()}
+        return {
+            "unet": self.unet.state_dict(),
+            "text_encoder": self.text_encoder.state_dict(),
+            "ema": self.ema.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.unet.load_state_dict(state["unet"])
@@ -289,17 +324,28 @@ class UNetTraining(TrainingTask):
         self.unet.cpu().eval().requires_grad_(False)
         self.text_encoder.cpu().eval().requires_grad_(False)
         losses = [h["loss"] for h in trainer.history]
-        return {"steps": trainer.step, "first_loss": _mean(losses[:20]), "final_loss": _mean(losses[-200:]),
-                "seconds": round(trainer.seconds, 1),
-                "parameters": {"unet": sum(p.numel() for p in self.unet.parameters()),
-                               "text_encoder": sum(p.numel() for p in self.text_encoder.parameters()),
-                               "vae": sum(p.numel() for p in self.parts["vae"].parameters())}}
+        return {
+            "steps": trainer.step,
+            "first_loss": _mean(losses[:20]),
+            "final_loss": _mean(losses[-200:]),
+            "seconds": round(trainer.seconds, 1),
+            "parameters": {
+                "unet": sum(p.numel() for p in self.unet.parameters()),
+                "text_encoder": sum(p.numel() for p in self.text_encoder.parameters()),
+                "vae": sum(p.numel() for p in self.parts["vae"].parameters()),
+            },
+        }
 
 
 def unet_stage(parts, images, captions, cfg: PriorTrainConfig, device: torch.device | str = "cpu") -> Stage:
     """Stage 2 (``unet``, seed + 2); ``parts``, ``images`` and ``captions`` are callables, read when
     the stage starts (after stage 1 trained the VAE)."""
-    return Stage("unet", cfg.unet_steps, cfg.seed + 2,
-                 build=lambda: UNetTraining(parts(), images(), captions(), cfg, device),
-                 finish=lambda task, trainer: task.finish(trainer), desc="stage 2/2 UNet",
-                 checkpoint_every=cfg.checkpoint_every)
+    return Stage(
+        "unet",
+        cfg.unet_steps,
+        cfg.seed + 2,
+        build=lambda: UNetTraining(parts(), images(), captions(), cfg, device),
+        finish=lambda task, trainer: task.finish(trainer),
+        desc="stage 2/2 UNet",
+        checkpoint_every=cfg.checkpoint_every,
+    )

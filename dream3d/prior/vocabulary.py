@@ -38,5 +38,7 @@ def warn_unknown_words(prompt: str) -> list[str]:
             f"the bundled shapes prior does not know {', '.join(map(repr, unknown))}: it knows the shapes "
             f"{', '.join(SHAPES)}, the colours {', '.join(COLOURS)} and the view words {', '.join(VIEW_WORDS)}; "
             f"pass --model with a Stable Diffusion model (a folder or hub id) for other prompts",
-            UnknownWordsWarning, stacklevel=2)
+            UnknownWordsWarning,
+            stacklevel=2,
+        )
     return unknown

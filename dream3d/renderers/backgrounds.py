@@ -54,8 +54,11 @@ def _random_image_colors(directions, image_index, generator) -> torch.Tensor:
         raise UserError("random background colours need an explicit torch.Generator; pass generator=...")
     n_images = int(image_index.max()) + 1 if image_index is not None and image_index.numel() else 1
     colors = torch.rand(n_images, 3, generator=generator, device=generator.device).to(directions)
-    idx = image_index if image_index is not None else torch.zeros(directions.shape[0], dtype=torch.long,
-                                                                 device=directions.device)
+    idx = (
+        image_index
+        if image_index is not None
+        else torch.zeros(directions.shape[0], dtype=torch.long, device=directions.device)
+    )
     return colors[idx.to(colors.device)]
 
 
@@ -71,8 +74,12 @@ class SolidBackground(nn.Module):
             raise UserError(f"background colour {tuple(c.tolist())} must be 3 values in [0, 1]")
         self.register_buffer("color", c)
 
-    def forward(self, directions: torch.Tensor, image_index: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        directions: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         if self.random_colors and self.training:
             return _random_image_colors(directions, image_index, generator)
         return self.color.to(directions).expand(directions.shape[0], 3)
@@ -116,8 +123,12 @@ class MLPBackground(nn.Module):
         xf = d[:, None, :] * freqs[:, None]  # (N, K, 3)
         return torch.cat([d, torch.sin(xf).flatten(1), torch.cos(xf).flatten(1)], -1)
 
-    def forward(self, directions: torch.Tensor, image_index: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        directions: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         if self.training and self.random_aug_prob > 0:
             if not isinstance(generator, torch.Generator):
                 raise UserError("MLPBackground random_aug_prob > 0 needs an explicit torch.Generator")

@@ -57,8 +57,14 @@ def _padded_layout(ray_indices: torch.Tensor, n_rays: int) -> tuple[torch.Tensor
     return pos, int(counts.max()) if counts.numel() else 0
 
 
-def packed_weights(t_starts: torch.Tensor, t_ends: torch.Tensor, sigmas: torch.Tensor, ray_indices: torch.Tensor,
-                   n_rays: int, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def packed_weights(
+    t_starts: torch.Tensor,
+    t_ends: torch.Tensor,
+    sigmas: torch.Tensor,
+    ray_indices: torch.Tensor,
+    n_rays: int,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(weights, transmittance, alphas)``, each ``(S,)``, of packed samples (module docstring)."""
     if ray_indices.numel() == 0:
         z = sigmas[:0]
@@ -75,7 +81,8 @@ def packed_weights(t_starts: torch.Tensor, t_ends: torch.Tensor, sigmas: torch.T
     return w[idx], t[idx], a[idx]
 
 
-def accumulate(weights: torch.Tensor, values: torch.Tensor | None, ray_indices: torch.Tensor,
-               n_rays: int) -> torch.Tensor:
+def accumulate(
+    weights: torch.Tensor, values: torch.Tensor | None, ray_indices: torch.Tensor, n_rays: int
+) -> torch.Tensor:
     """``sum_i w_i * v_i`` per ray, ``(n_rays, C)`` (``values=None``: ``sum_i w_i``, C = 1)."""
     return accumulate_along_rays(weights, values, ray_indices=ray_indices, n_rays=n_rays)

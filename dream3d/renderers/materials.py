@@ -35,7 +35,9 @@ MODES = ("albedo", "diffuse", "textureless")
 def lambert(albedo, normals, to_light, ambient: float = AMBIENT, diffuse: float = DIFFUSE):
     """The shading rule above for ``(..., 3)`` numpy arrays or torch tensors (broadcast against
     each other); ``normals`` and ``to_light`` are unit vectors."""
-    n_dot_l = normals[..., 0] * to_light[..., 0] + normals[..., 1] * to_light[..., 1] + normals[..., 2] * to_light[..., 2]
+    n_dot_l = (
+        normals[..., 0] * to_light[..., 0] + normals[..., 1] * to_light[..., 1] + normals[..., 2] * to_light[..., 2]
+    )
     return albedo * (ambient + diffuse * n_dot_l.clip(0.0, None)[..., None])
 
 
@@ -50,8 +52,14 @@ class Shader(Protocol):
 
     needs_normals: bool
 
-    def __call__(self, albedo: torch.Tensor, normals: torch.Tensor | None, points: torch.Tensor,
-                 view_dirs: torch.Tensor, ray_ids: torch.Tensor) -> torch.Tensor: ...
+    def __call__(
+        self,
+        albedo: torch.Tensor,
+        normals: torch.Tensor | None,
+        points: torch.Tensor,
+        view_dirs: torch.Tensor,
+        ray_ids: torch.Tensor,
+    ) -> torch.Tensor: ...
 
 
 class AlbedoShader:
@@ -115,7 +123,9 @@ class LambertianMaterial(nn.Module):
     def light_positions(self, camera_positions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Point lights near the cameras ``(B, 3)``."""
         jitter = torch.randn(camera_positions.shape, generator=generator, dtype=camera_positions.dtype)
-        return self.cfg.light_distance_scale * camera_positions + self.cfg.light_jitter * jitter.to(camera_positions.device)
+        return self.cfg.light_distance_scale * camera_positions + self.cfg.light_jitter * jitter.to(
+            camera_positions.device
+        )
 
     def training_shader(self, step: int, cameras: Cameras, generator: torch.Generator) -> PointLightShader:
         """The shader of training step ``step`` (draws the mode, then the lights)."""

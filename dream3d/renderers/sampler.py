@@ -151,8 +151,9 @@ class OccupancyGrid(nn.Module):
         return self.binaries.view(-1)[self.cell_of(points)]
 
     @torch.no_grad()
-    def update_every_n_steps(self, step: int, occ_eval_fn: Callable[[torch.Tensor], torch.Tensor],
-                             generator: torch.Generator) -> bool:
+    def update_every_n_steps(
+        self, step: int, occ_eval_fn: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator
+    ) -> bool:
         """Update when ``step % update_every == 0``; ``occ_eval_fn(x (N, 3)) -> (N,)`` is typically
         ``density(x) * step_size``. Returns whether it updated."""
         if step % self.cfg.update_every != 0:
@@ -161,8 +162,13 @@ class OccupancyGrid(nn.Module):
         return True
 
     @torch.no_grad()
-    def update(self, step: int, occ_eval_fn: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator,
-               chunk: int = 65536) -> None:
+    def update(
+        self,
+        step: int,
+        occ_eval_fn: Callable[[torch.Tensor], torch.Tensor],
+        generator: torch.Generator,
+        chunk: int = 65536,
+    ) -> None:
         """One EMA update (see the module docstring), whatever the step's phase."""
         if not isinstance(generator, torch.Generator):
             raise UserError("OccupancyGrid.update needs an explicit torch.Generator")
@@ -185,15 +191,21 @@ class OccupancyGrid(nn.Module):
         # A cell drawn twice takes the value of its last draw. (A plain ``occs[cells] = values``, as
         # nerfacc writes it, leaves the winner among duplicates to the threads: runs of one seed differed.)
         unique, inverse = torch.unique(cells, return_inverse=True)
-        last = torch.full_like(unique, -1).scatter_reduce_(0, inverse, torch.arange(cells.numel(), device=dev),
-                                                           reduce="amax")
+        last = torch.full_like(unique, -1).scatter_reduce_(
+            0, inverse, torch.arange(cells.numel(), device=dev), reduce="amax"
+        )
         self.occs[unique] = values[last]
         thre = torch.clamp(self.occs.mean(), max=self.cfg.threshold)
         self.binaries = (self.occs > thre).view(R, R, R)
 
     @torch.no_grad()
-    def fill_from_density(self, density_fn: Callable[[torch.Tensor], torch.Tensor], step_size: float,
-                          generator: torch.Generator, rounds: int = 4) -> None:
+    def fill_from_density(
+        self,
+        density_fn: Callable[[torch.Tensor], torch.Tensor],
+        step_size: float,
+        generator: torch.Generator,
+        rounds: int = 4,
+    ) -> None:
         """Rebuild the grid from scratch with ``rounds`` full (warm-up style) updates, e.g. before
         rendering a trained field whose grid was not kept."""
         self.occs.zero_()
@@ -201,9 +213,16 @@ class OccupancyGrid(nn.Module):
             self.update(0, lambda x: density_fn(x) * step_size, generator)
 
     # -- sampling ---------------------------------------------------------------------------------
-    def sample(self, rays_o: torch.Tensor, rays_d: torch.Tensor, cfg: SamplerConfig = SamplerConfig(),
-               generator: torch.Generator | None = None, stratified: bool = False,
-               sigma_fn: Callable | None = None, backend: str = "auto") -> RaySamples:
+    def sample(
+        self,
+        rays_o: torch.Tensor,
+        rays_d: torch.Tensor,
+        cfg: SamplerConfig = SamplerConfig(),
+        generator: torch.Generator | None = None,
+        stratified: bool = False,
+        sigma_fn: Callable | None = None,
+        backend: str = "auto",
+    ) -> RaySamples:
         """Packed samples of rays ``(N, 3)`` skipping unoccupied cells (module docstring)."""
         if use_nerfacc(rays_o, backend):
             return self._sample_nerfacc(rays_o, rays_d, cfg, generator, stratified, sigma_fn)
@@ -213,16 +232,26 @@ class OccupancyGrid(nn.Module):
         if self._estimator is None:
             b = self.bound
             self._estimator = nerfacc.OccGridEstimator([-b, -b, -b, b, b, b], resolution=self.resolution).to(
-                rays_o.device)
+                rays_o.device
+            )
         self._estimator.binaries = self.binaries[None].contiguous()
         self._estimator.occs = self.occs
         step = cfg.step(self.bound)
         t_in, t_out = ray_box(rays_o, rays_d, self.bound)
         start = torch.clamp(t_in, min=cfg.near) + _jitter(rays_o.shape[0], generator, stratified, rays_o) * step
         ray_indices, t_starts, t_ends = self._estimator.sampling(
-            rays_o.contiguous(), rays_d.contiguous(), sigma_fn=sigma_fn, near_plane=cfg.near, far_plane=cfg.far,
-            t_min=start, t_max=t_out, render_step_size=step, early_stop_eps=cfg.early_stop_eps,
-            alpha_thre=cfg.alpha_thre, stratified=False)
+            rays_o.contiguous(),
+            rays_d.contiguous(),
+            sigma_fn=sigma_fn,
+            near_plane=cfg.near,
+            far_plane=cfg.far,
+            t_min=start,
+            t_max=t_out,
+            render_step_size=step,
+            early_stop_eps=cfg.early_stop_eps,
+            alpha_thre=cfg.alpha_thre,
+            stratified=False,
+        )
         return RaySamples(t_starts, t_ends, ray_indices.long(), rays_o.shape[0])
 
 
@@ -235,9 +264,16 @@ def _jitter(n: int, generator, stratified: bool, like: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def sample_rays(rays_o: torch.Tensor, rays_d: torch.Tensor, bound: float, cfg: SamplerConfig = SamplerConfig(),
-                generator: torch.Generator | None = None, stratified: bool = False,
-                grid: OccupancyGrid | None = None, sigma_fn: Callable | None = None) -> RaySamples:
+def sample_rays(
+    rays_o: torch.Tensor,
+    rays_d: torch.Tensor,
+    bound: float,
+    cfg: SamplerConfig = SamplerConfig(),
+    generator: torch.Generator | None = None,
+    stratified: bool = False,
+    grid: OccupancyGrid | None = None,
+    sigma_fn: Callable | None = None,
+) -> RaySamples:
     """Pure-PyTorch marching (module docstring); ``grid=None`` samples the whole box (dense).
 
     ``sigma_fn(t_starts, t_ends, ray_indices) -> sigmas`` with ``cfg.early_stop_eps`` /
@@ -245,8 +281,9 @@ def sample_rays(rays_o: torch.Tensor, rays_d: torch.Tensor, bound: float, cfg: S
     ``early_stop_eps``) or with ``alpha <= alpha_thre``, as nerfacc does.
     """
     if rays_o.shape != rays_d.shape or rays_o.ndim != 2 or rays_o.shape[-1] != 3:
-        raise UserError(f"rays must be (N, 3) origins and directions, got {tuple(rays_o.shape)} and "
-                        f"{tuple(rays_d.shape)}")
+        raise UserError(
+            f"rays must be (N, 3) origins and directions, got {tuple(rays_o.shape)} and {tuple(rays_d.shape)}"
+        )
     n = rays_o.shape[0]
     step = cfg.step(bound)
     t_in, t_out = ray_box(rays_o, rays_d, bound)

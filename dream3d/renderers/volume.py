@@ -59,8 +59,12 @@ class VolumeRendererConfig:
 class VolumeRenderer(Renderer):
     """Renders a density ``geometry`` over a ``background`` (module docstring); owns the occupancy grid."""
 
-    def __init__(self, geometry: nn.Module, background: nn.Module | None = None,
-                 cfg: VolumeRendererConfig = VolumeRendererConfig()):
+    def __init__(
+        self,
+        geometry: nn.Module,
+        background: nn.Module | None = None,
+        cfg: VolumeRendererConfig = VolumeRendererConfig(),
+    ):
         super().__init__(geometry, background if background is not None else SolidBackground())
         self.cfg = cfg
         device = next(iter(geometry.parameters()), torch.empty(0)).device
@@ -92,16 +96,26 @@ class VolumeRenderer(Renderer):
         sc = self.cfg.sampler
         sigma_fn = None
         if sc.early_stop_eps > 0 or sc.alpha_thre > 0:
+
             def sigma_fn(t_starts, t_ends, ray_indices):
                 with torch.no_grad():
                     mid = 0.5 * (t_starts + t_ends)[:, None]
                     return self.geometry.density(rays_o[ray_indices] + mid * rays_d[ray_indices])
+
         if self.grid is not None:
             return self.grid.sample(rays_o, rays_d, sc, generator, stratified, sigma_fn, backend=self.cfg.backend)
         return sample_rays(rays_o, rays_d, self.geometry.bound, sc, generator, stratified, sigma_fn=sigma_fn)
 
-    def forward(self, cameras: Cameras, *, shader: Shader | None = None, generator: torch.Generator | None = None,
-                normals: bool = False, stratified: bool | None = None, return_samples: bool = False) -> RenderOutput:
+    def forward(
+        self,
+        cameras: Cameras,
+        *,
+        shader: Shader | None = None,
+        generator: torch.Generator | None = None,
+        normals: bool = False,
+        stratified: bool | None = None,
+        return_samples: bool = False,
+    ) -> RenderOutput:
         """Render ``cameras`` (:class:`~dream3d.renderers.base.RenderOutput`, depth as z-depth).
         Each image gets its own ``image_index`` (per-image random backgrounds)."""
         device = next(iter(self.geometry.parameters()), torch.empty(0)).device
@@ -109,16 +123,39 @@ class VolumeRenderer(Renderer):
         B, H, W = len(cameras), cameras.height, cameras.width
         rays_o, rays_d = cameras.rays()  # (B, H, W, 3), unit directions
         image_index = torch.arange(B, device=device)[:, None, None].expand(B, H, W)
-        out = self.render_rays(rays_o, rays_d, generator=generator, image_index=image_index, shader=shader,
-                               normals=normals, stratified=stratified, return_samples=return_samples)
+        out = self.render_rays(
+            rays_o,
+            rays_d,
+            generator=generator,
+            image_index=image_index,
+            shader=shader,
+            normals=normals,
+            stratified=stratified,
+            return_samples=return_samples,
+        )
         forward = -cameras.c2w[:, None, None, :3, 2]
-        return RenderOutput(rgb=out["rgb"], opacity=out["opacity"],
-                            depth=out["depth"] * (rays_d * forward).sum(-1, keepdim=True), albedo=out["albedo"],
-                            background=out["background"], normal=out.get("normal"), samples=out.get("samples"))
+        return RenderOutput(
+            rgb=out["rgb"],
+            opacity=out["opacity"],
+            depth=out["depth"] * (rays_d * forward).sum(-1, keepdim=True),
+            albedo=out["albedo"],
+            background=out["background"],
+            normal=out.get("normal"),
+            samples=out.get("samples"),
+        )
 
-    def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, generator: torch.Generator | None = None,
-                    image_index: torch.Tensor | None = None, shader: Shader | None = None, normals: bool = False,
-                    stratified: bool | None = None, return_samples: bool = False) -> dict[str, torch.Tensor]:
+    def render_rays(
+        self,
+        rays_o: torch.Tensor,
+        rays_d: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        image_index: torch.Tensor | None = None,
+        shader: Shader | None = None,
+        normals: bool = False,
+        stratified: bool | None = None,
+        return_samples: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """Render rays ``(..., 3)``: a dict of the module docstring's outputs with the rays' leading
         shape (``depth`` along the ray), plus ``rgb_fg`` (the object over black) and ``background``.
 
@@ -128,8 +165,10 @@ class VolumeRenderer(Renderer):
         the packed per-sample tensors as ``samples``.
         """
         if rays_o.shape != rays_d.shape or rays_o.shape[-1] != 3:
-            raise UserError(f"rays must be (..., 3) origins and directions of one shape, got {tuple(rays_o.shape)} "
-                            f"and {tuple(rays_d.shape)}")
+            raise UserError(
+                f"rays must be (..., 3) origins and directions of one shape, got {tuple(rays_o.shape)} "
+                f"and {tuple(rays_d.shape)}"
+            )
         lead = rays_o.shape[:-1]
         o = rays_o.reshape(-1, 3).float()
         d = torch.nn.functional.normalize(rays_d.reshape(-1, 3).float(), dim=-1)
@@ -146,8 +185,9 @@ class VolumeRenderer(Renderer):
         samples_out = []
         for c0 in range(0, n, self.cfg.chunk_rays):
             c1 = min(n, c0 + self.cfg.chunk_rays)
-            res = self._render_chunk(o[c0:c1], d[c0:c1], c0, generator, stratified, shader,
-                                     method if need_normals else None, return_samples)
+            res = self._render_chunk(
+                o[c0:c1], d[c0:c1], c0, generator, stratified, shader, method if need_normals else None, return_samples
+            )
             for k in keys:
                 parts[k].append(res[k])
             if return_samples:
@@ -157,8 +197,10 @@ class VolumeRenderer(Renderer):
         out["rgb"] = out["rgb_fg"] + (1.0 - out["opacity"]) * bg
         out = {k: v.reshape(*lead, v.shape[-1]) for k, v in out.items()}
         if return_samples:
-            out["samples"] = {k: torch.cat([s[k] for s in samples_out]) if samples_out[0][k] is not None else None
-                              for k in samples_out[0]}
+            out["samples"] = {
+                k: torch.cat([s[k] for s in samples_out]) if samples_out[0][k] is not None else None
+                for k in samples_out[0]
+            }
         return out
 
     def _render_chunk(self, o, d, offset, generator, stratified, shader, normal_method, return_samples):
@@ -180,8 +222,16 @@ class VolumeRenderer(Renderer):
         if normal_method is not None:
             res["normal"] = accumulate(w, nrm, ri, m)
         if return_samples:
-            res["samples"] = {"weights": w, "ray_indices": ri + offset, "t_starts": s.t_starts, "t_ends": s.t_ends,
-                              "points": pts, "view_dirs": dirs, "sigmas": f["sigma"], "normals": nrm}
+            res["samples"] = {
+                "weights": w,
+                "ray_indices": ri + offset,
+                "t_starts": s.t_starts,
+                "t_ends": s.t_ends,
+                "points": pts,
+                "view_dirs": dirs,
+                "sigmas": f["sigma"],
+                "normals": nrm,
+            }
         return res
 
 

@@ -12,7 +12,7 @@ from .objects import ShapeObject
 
 
 def caption(obj: ShapeObject, camera: Camera | None = None) -> str:
-    """"a red cube" without a camera, "a red cube, front view" with one."""
+    """ "a red cube" without a camera, "a red cube, front view" with one."""
     if camera is None:
         return obj.prompt
     return view_caption(obj, camera.elevation_deg, camera.azimuth_deg)

@@ -203,7 +203,7 @@ def best_iou(
             gap = np.abs((angles - best.angle_deg + period / 2) % period - period / 2)
             near = angles[gap <= 2 * rot_step_deg + 1e-9]
         best = search(near, np.unique(fine), best)
-        step = step ** 0.25
+        step = step**0.25
     return best
 
 

@@ -193,9 +193,7 @@ def all_objects() -> list[ShapeObject]:
     return [ShapeObject(s, c) for s in SHAPES for c in COLOURS]
 
 
-_PROMPT_RE = re.compile(
-    r"^\s*(?:an?\s+)?(?P<colour>[a-z]+)\s+(?P<shape>[a-z]+)\s*(?:,\s*(?:[a-z]+)\s+view\s*)?\.?\s*$"
-)
+_PROMPT_RE = re.compile(r"^\s*(?:an?\s+)?(?P<colour>[a-z]+)\s+(?P<shape>[a-z]+)\s*(?:,\s*(?:[a-z]+)\s+view\s*)?\.?\s*$")
 
 
 def parse_prompt(text: str) -> tuple[str, str] | None:

@@ -177,9 +177,7 @@ def _raycaster(objects: tuple[Placement, ...]):
     for k, placement in enumerate(objects):
         mesh = shape_mesh(placement.shape)
         vertices = placement.world_vertices(np.asarray(mesh.vertices)).astype(np.float32)
-        gid = scene.add_triangles(
-            o3d.core.Tensor(vertices), o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32))
-        )
+        gid = scene.add_triangles(o3d.core.Tensor(vertices), o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)))
         assert gid == k
     return scene
 

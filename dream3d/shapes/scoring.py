@@ -33,8 +33,9 @@ def load_asset(path: str | Path):
 def mesh_occupancy(mesh, res: int = 128) -> np.ndarray:
     """Boolean (res, res, res) occupancy of a watertight-ish world-frame mesh at the voxel centres."""
     scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, np.float32)),
-                        o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)))
+    scene.add_triangles(
+        o3d.core.Tensor(np.asarray(mesh.vertices, np.float32)), o3d.core.Tensor(np.asarray(mesh.faces, np.uint32))
+    )
     pts = grid_centres(res).reshape(-1, 3)
     occ = scene.compute_occupancy(o3d.core.Tensor(pts)).numpy()
     return occ.reshape(res, res, res) > 0.5
@@ -58,7 +59,17 @@ def score_asset(mesh, prompt: str, res: int = 128) -> dict:
     match = best_iou(occ, shape)
     predicted, scores = classify_shape(occ)
     albedo = mean_surface_albedo(mesh)
-    return {"shape": shape, "colour": colour, "iou": match.iou, "iou_angle_deg": match.angle_deg,
-            "iou_scale": match.scale, "predicted_shape": predicted, "shape_right": predicted == shape,
-            "shape_ious": scores, "mean_albedo": albedo.tolist(), "colour_error": colour_error(albedo, colour),
-            "predicted_colour": nearest_colour(albedo), "colour_right": nearest_colour(albedo) == colour}
+    return {
+        "shape": shape,
+        "colour": colour,
+        "iou": match.iou,
+        "iou_angle_deg": match.angle_deg,
+        "iou_scale": match.scale,
+        "predicted_shape": predicted,
+        "shape_right": predicted == shape,
+        "shape_ious": scores,
+        "mean_albedo": albedo.tolist(),
+        "colour_error": colour_error(albedo, colour),
+        "predicted_colour": nearest_colour(albedo),
+        "colour_right": nearest_colour(albedo) == colour,
+    }

@@ -66,9 +66,7 @@ class PlaneTexture:
         e1 = np.cross(helper, normal)
         e1 /= np.linalg.norm(e1)
         e2 = np.cross(normal, e1)
-        lattices = tuple(
-            rng.uniform(0.0, 1.0, (lattice_size, lattice_size, 3)).astype(np.float32) for _ in range(3)
-        )
+        lattices = tuple(rng.uniform(0.0, 1.0, (lattice_size, lattice_size, 3)).astype(np.float32) for _ in range(3))
         return cls(np.asarray(origin, dtype=np.float64), e1, e2, lattices)
 
     def __call__(self, points: np.ndarray) -> np.ndarray:

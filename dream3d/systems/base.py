@@ -36,8 +36,9 @@ class OptimConfig:
         for group in groups:
             rate = getattr(self, f"lr_{group['name']}", None)
             if rate is None:
-                raise UserError(f"optim has no learning rate for parameter group '{group['name']}'; "
-                                f"add optim.lr_{group['name']}")
+                raise UserError(
+                    f"optim has no learning rate for parameter group '{group['name']}'; add optim.lr_{group['name']}"
+                )
             if group["params"]:
                 rated.append({"params": group["params"], "lr": rate, "name": group["name"]})
         return torch.optim.AdamW(rated, betas=tuple(self.betas), eps=self.eps, weight_decay=self.weight_decay)

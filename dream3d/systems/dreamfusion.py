@@ -82,8 +82,9 @@ class DreamFusion(System):
         self.renderer = RENDERERS[cfg.renderer.kind](geometry, background, cfg.renderer).to(self.device)
         self.material = MATERIALS[cfg.material.kind](cfg.material)
         self.guidance = GUIDANCE[cfg.guidance.kind](core, cfg.guidance, prompt)
-        self._optimizers = {"scene": cfg.optim.adamw(geometry.param_groups() + background.param_groups()
-                                                     + self.renderer.param_groups())}
+        self._optimizers = {
+            "scene": cfg.optim.adamw(geometry.param_groups() + background.param_groups() + self.renderer.param_groups())
+        }
         guidance_optimizer = self.guidance.optimizer()
         if guidance_optimizer is not None:
             self._optimizers["guidance"] = guidance_optimizer
@@ -103,8 +104,9 @@ class DreamFusion(System):
         cameras = cfg.cameras.sample(generator).to(self.device)
         shader = self.material.training_shader(step, cameras, generator)
         want_orient = reg.orientation > 0 and step >= reg.orientation_after
-        out = self.renderer(cameras, shader=shader, generator=generator, normals=want_orient,
-                            return_samples=want_orient)
+        out = self.renderer(
+            cameras, shader=shader, generator=generator, normals=want_orient, return_samples=want_orient
+        )
         guided = self.guidance(out.images, cameras, step, generator)
         terms = [(1.0, term) for term in guided.terms.values()]
         logs = {"guidance": sum(t.item() for t in guided.terms.values()), **guided.logs, "mode": shader.mode}

@@ -12,11 +12,14 @@ from __future__ import annotations
 import torch
 
 
-def orientation_loss(weights: torch.Tensor, normals: torch.Tensor, directions: torch.Tensor,
-                     ray_indices: torch.Tensor, n_rays: int) -> torch.Tensor:
+def orientation_loss(
+    weights: torch.Tensor, normals: torch.Tensor, directions: torch.Tensor, ray_indices: torch.Tensor, n_rays: int
+) -> torch.Tensor:
     """Mean over rays of sum_i w_i max(0, n_i . d)^2 for packed samples."""
     facing_away = (normals * directions).sum(-1).clamp(min=0.0) ** 2
-    per_ray = torch.zeros(n_rays, device=weights.device, dtype=weights.dtype).index_add(0, ray_indices, weights.detach() * facing_away)
+    per_ray = torch.zeros(n_rays, device=weights.device, dtype=weights.dtype).index_add(
+        0, ray_indices, weights.detach() * facing_away
+    )
     return per_ray.mean()
 
 
