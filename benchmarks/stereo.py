@@ -1,10 +1,10 @@
 """Speed of `stereo` (scale, sharpen, forward warp) against a column-loop implementation of the spec.
 
-Two column-loop baselines of the warp live in this file, written straight from the spec
-(/work/shared/specs/stereo-pairs.md, section 3) with a Python loop over columns (each step
+Two column-loop baselines of the warp live in this file, written straight from the algorithm
+(``docs/stereo.md``, section 3) with a Python loop over columns (each step
 vectorised over rows):
 
-- ``column_loop_warp``: the occlusion test as the spec states it - every column is compared with
+- ``column_loop_warp``: the occlusion test as section 3 states it - every column is compared with
   the targets of all columns to its right (O(H * W^2) work, like the published code) - then the
   splat visits columns right to left.
 - ``column_sweep_warp``: the same, but the set of claimed targets is grown column by column while
@@ -39,7 +39,7 @@ from _common import machine, median, print_table, write_results  # noqa: E402
 from stereo import forward_warp, make_pair, scale_disparity, sharpen_disparity  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
-# Baselines: straightforward column loops of the spec
+# Baselines: straightforward column loops of section 3
 
 
 def _targets(disparity, reference):
@@ -51,7 +51,7 @@ def _targets(disparity, reference):
 
 
 def _splat_and_blend(left, background, s, floor_s, ceil_s, kept, reference):
-    """Spec 3.2-3.4: visit kept pixels right to left (one column at a time, all rows at once)."""
+    """Section 3.2-3.4: visit kept pixels right to left (one column at a time, all rows at once)."""
     H, W = s.shape
     rows = np.arange(H)
     w_u = np.full((H, W), 10000.0)
@@ -98,7 +98,7 @@ def _splat_and_blend(left, background, s, floor_s, ceil_s, kept, reference):
 
 
 def column_loop_warp(left, disparity, background, mode="default"):
-    """The spec's occlusion test literally: each column against all columns >= c + 2 (O(H W^2))."""
+    """Section 3.1's occlusion test literally: each column against all columns >= c + 2 (O(H W^2))."""
     reference = mode == "reference"
     s, floor_s, ceil_s, in_view = _targets(disparity, reference)
     H, W = s.shape
@@ -218,7 +218,7 @@ def main(argv=None) -> int:
         )
         size = f"{H}x{W}"
         entries = [
-            ("warp", "column loop (spec, O(HW^2))", t_loop, t_warp),
+            ("warp", "column loop (O(HW^2))", t_loop, t_warp),
             ("warp", "column sweep (O(HW))", t_sweep, t_warp),
             ("scale", "-", None, t_scale),
             ("sharpen", "-", None, t_sharpen),

@@ -1,7 +1,7 @@
 """Text-to-3D quality on the shapes world, with the bundled prior on this machine.
 
 For each prompt of a fixed set, one seeded ``dream3d txt2mesh`` run (in its own process, so peak
-memory is per prompt), then the spec's measures on the exported mesh
+memory is per prompt), then the shapes world's measures (``docs/shapes-world.md``) on the exported mesh
 (:func:`dream3d.shapes.scoring.score_asset`): best 3D IoU, the best-IoU shape, the colour of the
 mean surface albedo. Targets (CPU, bundled prior): mean IoU >= 0.7, shape right >= 80%, colour
 right >= 90%, each prompt <= 5 minutes and <= 4 GB.

@@ -1,6 +1,6 @@
 """Stereo training pairs from single images (Watson et al., "Learning Stereo from Single Images").
 
-Written from the algorithm statement of the spec (summarised in ``docs/stereo.md``); the published
+Written from the algorithm as ``docs/stereo.md`` states it (numbered sections); the published
 code was not used.
 Conventions everywhere: the input image is the LEFT view (H x W x 3 uint8); disparity ``d >= 0``
 is in pixels and left-referenced, a left pixel at column ``x`` lands at ``x - d`` in the right

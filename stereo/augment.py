@@ -1,4 +1,4 @@
-"""Photometric augmentation of a training pair (spec section 5); training only.
+"""Photometric augmentation of a training pair (``docs/stereo.md``, section 5); training only.
 
 Images are H x W x 3 float32 on the [0, 1] scale. All randomness comes from the
 ``numpy.random.Generator`` passed in (seeded per sample by the caller), never from global state.

@@ -1,4 +1,4 @@
-"""Background image for the disoccluded holes of the right view (spec section 4).
+"""Background image for the disoccluded holes of the right view (``docs/stereo.md``, section 4).
 
 The holes of a forward warp (regions the right camera sees but the left does not) are filled
 from another image of the data set: chosen at random (possibly the same image), resized to the

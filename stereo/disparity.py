@@ -1,4 +1,4 @@
-"""Monocular inverse depth -> disparity in pixels (spec section 1).
+"""Monocular inverse depth -> disparity in pixels (``docs/stereo.md``, section 1).
 
 Conventions: the input is an *inverse* depth map (larger = nearer) of any scale and offset,
 H x W. The output is a disparity map in pixels, float32, referenced to the left view, with

@@ -1,4 +1,4 @@
-"""Occlusion-aware forward warp of the left view into a right view (spec section 3).
+"""Occlusion-aware forward warp of the left view into a right view (``docs/stereo.md``, section 3).
 
 Conventions: ``left`` is H x W x 3 uint8, ``disparity`` is H x W in pixels, left-referenced,
 ``d >= 0``. The left pixel at column ``x`` lands at column ``s = x - d`` of the right view.

@@ -1,7 +1,7 @@
 """Core stages of `stereo`: equivalence with a straightforward implementation of the spec, and
 one test per fixed fault of the published behaviour.
 
-The oracles below follow /work/shared/specs/stereo-pairs.md literally (Python loops over rows,
+The oracles below follow the algorithm of docs/stereo.md literally (Python loops over rows,
 columns and sets); they are slow and only run on small inputs.
 """
 
@@ -26,7 +26,7 @@ from stereo.sharpen import nearest_valid_indices
 
 
 def oracle_scale(inverse_depth, scale):
-    """Spec 1 as published: shift if min < 0, divide by max (NaN for max 0), times scale."""
+    """Section 1 as published: shift if min < 0, divide by max (NaN for max 0), times scale."""
     x = np.array(inverse_depth, dtype=np.float64)
     if x.min() < 0:
         x = x + abs(x.min())
@@ -55,7 +55,7 @@ def oracle_sobel(d, zero_border):
 
 
 def oracle_sharpen_candidates(d, reference, threshold=3.0):
-    """Spec 2 by brute force. Returns, per pixel, the set of values the nearest fill may give
+    """Section 2 by brute force. Returns, per pixel, the set of values the nearest fill may give
     (one value unless several valid pixels are equally near), or None when nothing is filled."""
     d = d.astype(np.float64).copy()
     mag = oracle_sobel(d, zero_border=reference)
@@ -77,7 +77,7 @@ def oracle_sharpen_candidates(d, reference, threshold=3.0):
 
 
 def oracle_warp(left, disp, bg, mode="reference"):
-    """Spec 3, row by row and column by column, with Python sets for the occlusion test."""
+    """Section 3, row by row and column by column, with Python sets for the occlusion test."""
     ref = mode == "reference"
     H, W = disp.shape
     s = np.arange(W, dtype=np.float64)[None, :] - disp.astype(np.float64)

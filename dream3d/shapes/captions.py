@@ -1,8 +1,8 @@
-"""Captions of shapes-world renders, exactly as the spec writes them.
+"""Captions of shapes-world renders, exactly as ``docs/shapes-world.md`` defines them.
 
 "a {colour} {shape}" for the object, plus ", {view} view" when the camera is known, where the
 view word is "front", "side", "back" or "overhead" (:func:`dream3d.cameras.view_word`).
-The article is always "a" (the spec's fixed form), e.g. "a orange cone, back view".
+The article is always "a" (the fixed form), e.g. "a orange cone, back view".
 """
 
 from __future__ import annotations

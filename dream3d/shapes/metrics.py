@@ -1,4 +1,4 @@
-"""The spec's quality measures against the shapes world's ground truth: 3D IoU, shape, colour.
+"""The quality measures (``docs/shapes-world.md``) against the shapes world's ground truth: 3D IoU, shape, colour.
 
 Occupancy grids are ``res^3`` boolean arrays over [-1, 1]^3 sampled at voxel centres
 ``-1 + (i + 0.5) * 2 / res``, indexed ``[x, y, z]`` (numpy ``ij`` order, axis 0 is world X).
@@ -130,7 +130,7 @@ def _true_count(shape: str, res: int, angle_deg: float, scale: float) -> int:
         return int(n_xy * n_z)
     if scale <= SCALE_RANGE[1]:
         candidates = _candidate_centres(shape, res)
-    else:  # an explicit scale beyond the spec's range: count over the whole grid
+    else:  # an explicit scale beyond the measure's range: count over the whole grid
         candidates = grid_centres(res).reshape(-1, 3)
     return int(np.count_nonzero(_inside(shape, candidates, angle_deg, scale)))
 

@@ -1,6 +1,6 @@
 """The five shapes and six colours of the shapes world, with their exact signed distance functions.
 
-Conventions (fixed by ``/work/shared/specs/shapes-world.md``):
+Conventions (fixed by ``docs/shapes-world.md``):
 
 - Right-handed world, +Z up; every object is centred at the origin with its axis along Z.
 - Dimensions in world units: cube of side 0.8; sphere of radius 0.5; cylinder of radius 0.4 and
@@ -37,7 +37,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "orange": (0.90, 0.45, 0.05),
 }
 
-# Dimensions of the table in the spec (world units).
+# Dimensions of the objects' table in docs/shapes-world.md (world units).
 CUBE_HALF_SIDE = 0.4
 SPHERE_RADIUS = 0.5
 CYLINDER_RADIUS = 0.4
@@ -175,7 +175,7 @@ class ShapeObject:
 
     @property
     def prompt(self) -> str:
-        """The spec's prompt, "a {colour} {shape}" (always "a", e.g. "a orange cube")."""
+        """The prompt, "a {colour} {shape}" (always "a", e.g. "a orange cube")."""
         return f"a {self.colour} {self.shape}"
 
     @property

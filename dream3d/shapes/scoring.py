@@ -1,7 +1,7 @@
-"""Score a generated asset against the shapes world (the spec's quality measures).
+"""Score a generated asset against the shapes world (the quality measures of ``docs/shapes-world.md``).
 
 An exported mesh (glTF +Y-up, vertex colours = albedo) is brought back to the world frame,
-voxelised on the spec's 128^3 grid over [-1, 1]^3 (open3d's inside test), and compared with the
+voxelised on the measures' 128^3 grid over [-1, 1]^3 (open3d's inside test), and compared with the
 prompt's object: best 3D IoU over rotations about Z and uniform scales, the best-IoU shape
 among the five, and the colour error of the mean surface albedo (area-weighted vertex colours).
 """
@@ -50,7 +50,7 @@ def mean_surface_albedo(mesh) -> np.ndarray:
 
 
 def score_asset(mesh, prompt: str, res: int = 128) -> dict:
-    """The spec's measures for ``mesh`` (world frame) generated from ``prompt`` ("a red cube ...")."""
+    """The quality measures for ``mesh`` (world frame) generated from ``prompt`` ("a red cube ...")."""
     parsed = parse_prompt(prompt)
     if parsed is None:
         raise UserError(f"prompt {prompt!r} is not a shapes-world prompt; use 'a {{colour}} {{shape}}'")
