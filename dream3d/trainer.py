@@ -90,6 +90,28 @@ class TrainingTask:
         return None
 
 
+class SingleModelTask(TrainingTask):
+    """A task that trains one module (``model``) with one ``optimizer`` and one learning-rate
+    ``scheduler``, all set by the subclass, under the name ``name`` in checkpoints."""
+
+    name: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    def optimizers(self):
+        return {self.name: self.optimizer}
+
+    def lr_schedulers(self):
+        return {self.name: self.scheduler}
+
+    def state_dict(self) -> dict:
+        return {self.name: self.model.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state[self.name])
+
+
 class Trainer:
     """Runs ``task`` for ``steps`` steps (module docstring).
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..io import atomic_path
 from ..shapes.objects import SHAPES
-from ..trainer import StepOutput, Trainer, TrainingTask
+from ..trainer import SingleModelTask, StepOutput, Trainer
 
 VIEW_SHAPES = ("cone", "cylinder")  # shapes whose overhead and side views differ clearly
 
@@ -83,9 +83,11 @@ def accuracy(model: ShapesClassifier, data) -> dict[str, float]:
     }
 
 
-class ClassifierTraining(TrainingTask):
+class ClassifierTraining(SingleModelTask):
     """Cross-entropy on shape and colour (and overhead for cones and cylinders), on ground-truth
     renders with mild flip/blur/noise augmentation (so samples are read fairly)."""
+
+    name = "classifier"
 
     def __init__(self, model: ShapesClassifier, train_data, steps: int, batch: int, lr: float):
         self.model, self.batch = model.train(), batch
@@ -93,18 +95,6 @@ class ClassifierTraining(TrainingTask):
         self.labels = _labels(train_data)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=lr, total_steps=steps)
-
-    def optimizers(self):
-        return {"classifier": self.optimizer}
-
-    def lr_schedulers(self):
-        return {"classifier": self.scheduler}
-
-    def state_dict(self) -> dict:
-        return {"classifier": self.model.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["classifier"])
 
     def training_step(self, step: int, generator: torch.Generator) -> StepOutput:
         batch, (shape, colour, overhead, view_mask) = self.batch, self.labels

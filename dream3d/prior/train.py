@@ -43,7 +43,7 @@ from ..diffusion.devices import resolve_device
 from ..diffusion.loading import resolve_model
 from ..errors import UserError
 from ..io import ensure_writable_dir, write_json
-from ..trainer import Stage, StagedRun, StepOutput, Trainer, TrainingTask
+from ..trainer import SingleModelTask, Stage, StagedRun, StepOutput, Trainer, TrainingTask
 from .data import cached_views
 
 
@@ -167,31 +167,20 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / max(1, len(xs))
 
 
-class VAETraining(TrainingTask):
+class VAETraining(SingleModelTask):
     """Stage 1: reconstruction MSE + KL (per latent element) + the RGB-preview term."""
 
+    name = "vae"
     progress_keys = ("mse", "kl")
 
     def __init__(self, vae, images: torch.Tensor, cfg: PriorTrainConfig):
-        self.vae, self.images, self.cfg = vae, images, cfg
-        self.vae.train().requires_grad_(True)
+        self.model, self.images, self.cfg = vae, images, cfg
+        vae.train().requires_grad_(True)
         self.optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.vae_steps)
 
-    def optimizers(self):
-        return {"vae": self.optimizer}
-
-    def lr_schedulers(self):
-        return {"vae": self.scheduler}
-
-    def state_dict(self) -> dict:
-        return {"vae": self.vae.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.vae.load_state_dict(state["vae"])
-
     def training_step(self, step: int, generator: torch.Generator) -> StepOutput:
-        cfg, vae = self.cfg, self.vae
+        cfg, vae = self.cfg, self.model
         idx = torch.randint(len(self.images), (cfg.vae_batch,), generator=generator)
         x = self.images[idx] * 2 - 1
         posterior = vae.encode(x).latent_dist
@@ -208,7 +197,7 @@ class VAETraining(TrainingTask):
     @torch.no_grad()
     def finish(self, trainer: Trainer) -> dict:
         """Freeze the VAE and set ``scaling_factor`` = 1 / std of the data's latents; returns the stage's record."""
-        vae, images = self.vae.eval().requires_grad_(False), self.images
+        vae, images = self.model.eval().requires_grad_(False), self.images
         means, rec_err = [], []
         for chunk in images.split(256):
             post = vae.encode(chunk * 2 - 1).latent_dist
