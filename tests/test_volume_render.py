@@ -263,3 +263,19 @@ def test_occupancy_update_with_repeated_cells_does_not_depend_on_threads():
         finally:
             torch.set_num_threads(before)
     assert torch.equal(results[0], results[1])
+
+
+def test_a_nerf_starts_from_another_nerf_of_its_architecture():
+    torch.manual_seed(0)
+    coarse = NeRFGeometry(TINY)
+    with torch.no_grad():
+        coarse.encoding.params.normal_(generator=torch.Generator().manual_seed(1))
+    fine = NeRFGeometry.create_from(coarse, replace(TINY, normal_method="analytic", blob_cap=2.0))
+    assert fine is not coarse and fine.cfg.blob_cap == 2.0
+    assert all(torch.equal(a, b) for a, b in zip(coarse.state_dict().values(), fine.state_dict().values()))
+    x = torch.rand(16, 3) * 0.2
+    torch.testing.assert_close(fine.forward(x)["albedo"], coarse.forward(x)["albedo"])
+    with pytest.raises(UserError, match="same bound, encoding, hidden_dim, hidden_layers"):
+        NeRFGeometry.create_from(coarse, replace(TINY, hidden_dim=8))
+    with pytest.raises(UserError, match="NeRFGeometry cannot start from AnalyticField"):
+        NeRFGeometry.create_from(AnalyticField(ball(1.0, 0.5)), TINY)

@@ -39,7 +39,7 @@ class Geometry(nn.Module):
 
     @classmethod
     def create_from(cls, other: Geometry, cfg) -> Geometry:
-        raise UserError(f"a {cls.__name__} cannot start from a {type(other).__name__}; start this stage from scratch")
+        raise UserError(f"{cls.__name__} cannot start from {type(other).__name__}; start this stage from scratch")
 
     def export_mesh(self, resolution: int = 128, threshold: float | str = "auto", keep_fraction: float = 0.1):
         raise NotImplementedError
