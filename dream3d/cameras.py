@@ -46,6 +46,25 @@ from .errors import UserError
 
 VIEW_WORDS = ("front", "side", "back", "overhead")
 
+# What a camera-conditioned prior sees of a camera (its UNet's class-embedding input), in order.
+# Distance and field of view are scaled so that the training ranges map to [-1, 1]; the last entry
+# is 1 for a camera and 0 for "no camera" (all zeros: any view).
+CAMERA_FEATURES = ("sin_elevation", "cos_elevation", "sin_azimuth", "cos_azimuth", "distance", "fov", "present")
+
+
+def camera_features(elevation_deg, azimuth_deg, distance, fov_deg) -> torch.Tensor:
+    """``(B, 7)`` float32 :data:`CAMERA_FEATURES` of cameras given by ``(B,)`` tensors or sequences.
+
+    Mirroring an image left-right is the view from the negated azimuth (a shapes-world fact the
+    prior's training uses): it flips the sign of ``sin_azimuth`` only.
+    """
+    e = torch.deg2rad(torch.as_tensor(elevation_deg, dtype=torch.float64).reshape(-1))
+    a = torch.deg2rad(torch.as_tensor(azimuth_deg, dtype=torch.float64).reshape(-1))
+    r = torch.as_tensor(distance, dtype=torch.float64).reshape(-1)
+    f = torch.as_tensor(fov_deg, dtype=torch.float64).reshape(-1)
+    features = [e.sin(), e.cos(), a.sin(), a.cos(), (r - 1.75) / 0.25, (f - 55.0) / 15.0, torch.ones_like(e)]
+    return torch.stack(features, -1).float()
+
 
 def wrap_azimuth(azim_deg):
     """Wrap degrees into (-180, 180] (works on floats, numpy arrays and tensors)."""
@@ -196,6 +215,11 @@ class Camera:
         w2c[:3, :3] = m[:3, :3].T
         w2c[:3, 3] = -m[:3, :3].T @ m[:3, 3]
         return w2c.float()
+
+    @property
+    def spherical(self) -> tuple[float, float, float, float]:
+        """``(elevation_deg, azimuth_deg, distance, fov_deg)``."""
+        return self.elevation_deg, self.azimuth_deg, self.distance, self.fov_deg
 
     @property
     def position(self) -> torch.Tensor:
@@ -389,3 +413,10 @@ class Cameras:
 
     def view_words(self) -> list[str]:
         return [view_word(e, a) for e, a in zip(self.elevation_deg.tolist(), self.azimuth_deg.tolist())]
+
+    def features(self) -> torch.Tensor:
+        """``(B, 7)`` :func:`camera_features`, on the batch's device."""
+        features = camera_features(
+            self.elevation_deg.cpu(), self.azimuth_deg.cpu(), self.distance.cpu(), self.fov_deg.cpu()
+        )
+        return features.to(self.device)

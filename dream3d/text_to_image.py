@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .cameras import Camera, camera_features
 from .config import from_dict, to_dict
 from .diffusion.core import LatentDiffusion
 from .errors import UserError
@@ -31,6 +32,9 @@ class Txt2ImgConfig:
     num_images: int = 1
     device: str | None = None
     dtype: str | None = None
+    # (elevation, azimuth, distance, fov) in degrees and world units (docs/cameras.md): the view of a
+    # camera-conditioned model; None: any view (and the only choice for other models)
+    camera: tuple[float, float, float, float] | None = None
 
 
 def txt2img(prompt: str, output: str | Path | None = None, progress: bool = True, **params):
@@ -57,8 +61,16 @@ def run_txt2img(cfg: Txt2ImgConfig, output: str | Path | None = None, progress: 
     if cfg.model in (None, "shapes"):
         warn_unknown_words(cfg.prompt)
 
+    camera = None
+    if cfg.camera is not None:
+        camera = camera_features(*([v] for v in Camera(*cfg.camera).spherical))  # checks the ranges
     start = time.perf_counter()
     core = LatentDiffusion.from_pretrained(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    if camera is not None and not core.takes_camera:
+        raise UserError(
+            f"the model '{core.source}' takes no camera; drop --camera, or use a camera-conditioned "
+            f"model (dream3d prior train camera_input=true)"
+        )
     load_s = time.perf_counter() - start
     generator = torch.Generator("cpu" if core.device.type == "cpu" else core.device).manual_seed(cfg.seed)
     start = time.perf_counter()
@@ -73,6 +85,7 @@ def run_txt2img(cfg: Txt2ImgConfig, output: str | Path | None = None, progress: 
         width=cfg.width,
         num_images=cfg.num_images,
         progress=progress,
+        camera=camera,
     )
     sample_s = time.perf_counter() - start
     record = {

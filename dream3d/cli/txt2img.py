@@ -25,9 +25,30 @@ def register(sub) -> None:
     p.add_argument("--height", type=int, default=None, help="default: the model's native size")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--num-images", type=int, default=1)
+    p.add_argument(
+        "--camera",
+        default=None,
+        metavar="E,A,D,FOV",
+        help="elevation, azimuth, distance, field of view (degrees, world units; docs/cameras.md): the view of "
+        "a camera-conditioned model",
+    )
     add_device_args(p)
     p.add_argument("-o", "--output", default="outputs/txt2img", help="output folder (default: outputs/txt2img)")
     p.set_defaults(func=run)
+
+
+def parse_camera(text: str | None) -> tuple[float, float, float, float] | None:
+    from ..errors import UserError
+
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise UserError(f"--camera '{text}' must be four numbers ELEVATION,AZIMUTH,DISTANCE,FOV, e.g. 15,30,1.8,50")
+    return values
 
 
 def run(args) -> int:
@@ -46,6 +67,7 @@ def run(args) -> int:
         num_images=args.num_images,
         device=args.device,
         dtype=args.dtype,
+        camera=parse_camera(args.camera),
     )
     images, record = run_txt2img(cfg, output=args.output)
     print(f"wrote {len(images)} image(s) to {args.output}/ ({', '.join(record['images'])}) and txt2img.json")

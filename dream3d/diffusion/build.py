@@ -15,7 +15,10 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from ..cameras import CAMERA_FEATURES
 from ..errors import UserError
+from ..io import write_json
+from .loading import CAMERA_FILE
 from .tokenizer import build_word_tokenizer, save_tokenizer
 
 DEFAULT_WORDS = (
@@ -42,6 +45,7 @@ class ModelSpec:
     text_heads: int = 2
     max_length: int = 16
     words: tuple[str, ...] = tuple(DEFAULT_WORDS)
+    camera_input: bool = False  # a camera-conditioned UNet (class embedding of the camera features)
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
     beta_end: float = 0.012
@@ -104,6 +108,9 @@ def build_components(spec: ModelSpec, seed: int = 0) -> dict:
         # diffusers' historical naming: for this class `attention_head_dim` is the number of heads.
         attention_head_dim=spec.unet_heads,
         norm_num_groups=min(32, min(spec.unet_channels)),
+        # the camera enters as diffusers' "projection" class embedding, added to the time embedding
+        class_embed_type="projection" if spec.camera_input else None,
+        projection_class_embeddings_input_dim=len(CAMERA_FEATURES) if spec.camera_input else None,
     )
     scheduler = DDPMScheduler(
         num_train_timesteps=spec.num_train_timesteps,
@@ -132,6 +139,8 @@ def save_model(components: dict, folder: str | Path) -> Path:
     )
     pipe.save_pretrained(folder, safe_serialization=True)
     save_tokenizer(components["tokenizer"], folder / "tokenizer")
+    if components["unet"].config.class_embed_type == "projection":
+        write_json(folder / CAMERA_FILE, {"features": list(CAMERA_FEATURES)})
     return folder
 
 

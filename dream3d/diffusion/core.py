@@ -33,7 +33,7 @@ from transformers.utils import logging as tlog
 
 from ..errors import UserError
 from .devices import dtype_name, resolve_device, resolve_dtype
-from .loading import resolve_model
+from .loading import resolve_model, takes_camera
 from .schedulers import make_scheduler
 
 
@@ -65,7 +65,18 @@ def cfg_combine(noise_uncond: torch.Tensor, noise_cond: torch.Tensor, scale: flo
 class LatentDiffusion:
     """A Stable Diffusion model (diffusers layout) and the operations guidance needs."""
 
-    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler_config: dict, device, dtype, source: str = ""):
+    def __init__(
+        self,
+        vae,
+        text_encoder,
+        tokenizer,
+        unet,
+        scheduler_config: dict,
+        device,
+        dtype,
+        source: str = "",
+        takes_camera: bool = False,
+    ):
         self.vae = vae
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
@@ -74,6 +85,7 @@ class LatentDiffusion:
         self.device = device
         self.dtype = dtype
         self.source = source
+        self.takes_camera = takes_camera  # a camera-conditioned model (loading.takes_camera)
         self._prompt_cache: dict[str, torch.Tensor] = {}
         for module in (self.vae, self.text_encoder, self.unet):
             module.requires_grad_(False)
@@ -100,12 +112,13 @@ class LatentDiffusion:
                 text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dt)
                 tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
                 scheduler_config = DDPMScheduler.load_config(folder, subfolder="scheduler")
+            camera = takes_camera(folder, unet.config)
         except (OSError, ValueError, KeyError) as e:
             reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
             raise UserError(
                 f"could not load the model in '{folder}' ({reason}); check that it is a complete SD model"
             ) from None
-        obj = cls(vae, text_encoder, tokenizer, unet, dict(scheduler_config), dev, dt, source=str(model or "shapes"))
+        obj = cls(vae, text_encoder, tokenizer, unet, dict(scheduler_config), dev, dt, str(model or "shapes"), camera)
         obj.to(dev)
         return obj
 
@@ -135,7 +148,30 @@ class LatentDiffusion:
         return self.scheduler_config.get("prediction_type", "epsilon")
 
     def describe(self) -> dict:
-        return {"model": self.source, "device": str(self.device), "dtype": dtype_name(self.dtype)}
+        return {
+            "model": self.source,
+            "device": str(self.device),
+            "dtype": dtype_name(self.dtype),
+            "takes_camera": self.takes_camera,
+        }
+
+    # ------------------------------------------------------------------ camera
+    def camera_labels(self, camera: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The UNet's class labels for ``batch`` images: ``None`` for a model without camera input,
+        else ``camera`` (``(batch, 7)`` or one ``(7,)`` row, :data:`~dream3d.cameras.CAMERA_FEATURES`)
+        or, without one, zeros ("any view")."""
+        if not self.takes_camera:
+            if camera is not None:
+                raise UserError(
+                    f"the model '{self.source}' takes no camera; drop the camera, or use a "
+                    f"camera-conditioned model (dream3d prior train camera_input=true)"
+                )
+            return None
+        dim = self.unet.config.projection_class_embeddings_input_dim
+        if camera is None:
+            return torch.zeros(batch, dim, device=self.device, dtype=self.unet.dtype)
+        camera = torch.as_tensor(camera).to(self.device, self.unet.dtype).reshape(-1, dim)
+        return camera.expand(batch, dim) if camera.shape[0] == 1 else camera
 
     # ------------------------------------------------------------------ text
     @torch.no_grad()
@@ -223,9 +259,12 @@ class LatentDiffusion:
             return abar.sqrt() * model_output + (1 - abar).sqrt() * noisy
         raise UserError(f"prediction type '{self.prediction_type}' is not supported; use an epsilon or v model")
 
-    def unet_forward(self, latents: torch.Tensor, t, embeddings: torch.Tensor) -> torch.Tensor:
-        """The raw UNet output for (already scaled) latent inputs."""
-        return self.unet(latents.to(self.unet.dtype), t, encoder_hidden_states=embeddings, return_dict=False)[0]
+    def unet_forward(self, latents: torch.Tensor, t, embeddings: torch.Tensor, camera: torch.Tensor | None = None):
+        """The raw UNet output for (already scaled) latent inputs (``camera``: :meth:`camera_labels`)."""
+        labels = self.camera_labels(camera, latents.shape[0])
+        return self.unet(
+            latents.to(self.unet.dtype), t, encoder_hidden_states=embeddings, class_labels=labels, return_dict=False
+        )[0]
 
     def predict_noise(
         self,
@@ -234,20 +273,24 @@ class LatentDiffusion:
         cond: torch.Tensor,
         uncond: torch.Tensor | None = None,
         guidance_scale: float = 1.0,
+        camera: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Guided noise estimate ``eps_hat`` at training timestep(s) ``t``.
 
         Runs the conditional and unconditional branches as one batch (like diffusers) and combines
         them with :func:`cfg_combine`. With ``uncond=None`` or ``guidance_scale == 1`` only the
-        conditional branch runs. v-prediction models are converted to epsilon.
+        conditional branch runs. v-prediction models are converted to epsilon. ``camera`` (a
+        camera-conditioned model's :meth:`camera_labels`) conditions both branches, as MVDream does.
         """
         t = torch.as_tensor(t, device=self.device)
         if t.ndim == 0:
             t = t.expand(noisy.shape[0])
         if uncond is None or guidance_scale == 1.0:
-            out = self.unet_forward(noisy, t, cond)
+            out = self.unet_forward(noisy, t, cond, camera)
             return self.to_epsilon(out.to(noisy.dtype), noisy, t)
-        out = self.unet_forward(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([uncond, cond]))
+        camera = self.camera_labels(camera, noisy.shape[0])
+        camera = torch.cat([camera, camera]) if camera is not None else None
+        out = self.unet_forward(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([uncond, cond]), camera)
         eps_uncond, eps_cond = self.to_epsilon(out.to(noisy.dtype), torch.cat([noisy, noisy]), torch.cat([t, t])).chunk(
             2
         )
@@ -277,11 +320,13 @@ class LatentDiffusion:
         eta: float = 0.0,
         output: str = "pil",
         progress: bool | Callable = True,
+        camera: torch.Tensor | None = None,
     ):
         """Text-to-image. Matches ``StableDiffusionPipeline(...)(prompt, generator=g, ...)``.
 
         ``output``: ``"pil"`` (list of images), ``"np"`` (float array in [0, 1], B x H x W x 3),
-        ``"pt"`` (tensor in [0, 1]) or ``"latent"``.
+        ``"pt"`` (tensor in [0, 1]) or ``"latent"``. ``camera``: one row of camera features for
+        every image (a camera-conditioned model only; without it such a model draws any view).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         height = height or self.default_size
@@ -299,6 +344,7 @@ class LatentDiffusion:
         cond = cond.repeat_interleave(num_images, dim=0)
         uncond = uncond.repeat_interleave(num_images, dim=0)
         embeds = torch.cat([uncond, cond]) if do_cfg else cond
+        labels = self.camera_labels(camera, embeds.shape[0])
 
         sched = make_scheduler(scheduler, self.scheduler_config)
         sched.set_timesteps(steps, device=self.device)
@@ -324,7 +370,7 @@ class LatentDiffusion:
         for i, t in enumerate(sched.timesteps):
             model_in = torch.cat([latents] * 2) if do_cfg else latents
             model_in = sched.scale_model_input(model_in, t)
-            noise = self.unet(model_in, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            noise = self.unet(model_in, t, encoder_hidden_states=embeds, class_labels=labels, return_dict=False)[0]
             if do_cfg:
                 noise_uncond, noise_cond = noise.chunk(2)
                 noise = cfg_combine(noise_uncond, noise_cond, guidance_scale)

@@ -7,18 +7,25 @@
 - a Hugging Face hub id such as ``stabilityai/stable-diffusion-2-1-base``, fetched into (or, with
   ``HF_HUB_OFFLINE=1``, read from) the usual Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``).
 
+A model made by dream3d may take a camera (a camera-conditioned prior): its UNet has diffusers'
+``"projection"`` class embedding of :data:`~dream3d.cameras.CAMERA_FEATURES`, and ``camera.json``
+beside ``model_index.json`` lists those features (:func:`takes_camera`).
+
 Every failure is a :class:`~dream3d.errors.ModelLoadError` with a one-line message.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 
+from ..cameras import CAMERA_FEATURES
 from ..errors import ModelLoadError
 
 SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+CAMERA_FILE = "camera.json"
 BUNDLED = {"shapes": "shapes"}  # name -> folder under dream3d/priors/
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -88,3 +95,23 @@ def _from_hub(repo_id: str) -> Path:
     path = Path(folder)
     check_sd_layout(path)
     return path
+
+
+def takes_camera(folder: str | os.PathLike, unet_config) -> bool:
+    """Whether the model in ``folder`` (with UNet config ``unet_config``) takes a camera."""
+    path = Path(folder) / CAMERA_FILE
+    embed = unet_config.get("class_embed_type") or unet_config.get("num_class_embeds")
+    if not path.is_file():
+        if embed:
+            raise ModelLoadError(
+                f"the UNet of '{folder}' has class embeddings of an unknown kind ({embed}); dream3d loads "
+                f"text-to-image models and its own camera-conditioned ones (with {CAMERA_FILE})"
+            )
+        return False
+    features = json.loads(path.read_text()).get("features")
+    if features != list(CAMERA_FEATURES) or unet_config.get("projection_class_embeddings_input_dim") != len(features):
+        raise ModelLoadError(
+            f"'{path}' lists camera features {features} but this dream3d gives {list(CAMERA_FEATURES)} to a "
+            f"'projection' class embedding of that size; use a model made by this version"
+        )
+    return True

@@ -2,9 +2,10 @@
 
 ``guidance(images, cameras, step, generator) -> GuidanceOutput``: ``images (B, 3, H, W)`` renders
 in [0, 1] with gradients, ``cameras`` the :class:`~dream3d.cameras.Cameras` they were rendered
-from (a model without camera input gets the view words of DreamFusion's view-dependent prompts,
-:mod:`.prompts`), ``step`` the optimisation step (timestep annealing), ``generator`` the run's one
-``torch.Generator``. The output holds named scalar loss terms, which a system adds to its loss
+from (a camera-conditioned prior gets their camera features and the plain prompt; a model without
+camera input, such as Stable Diffusion, gets the view words of DreamFusion's view-dependent
+prompts instead, :mod:`.prompts`), ``step`` the optimisation step (timestep annealing),
+``generator`` the run's one ``torch.Generator``. The output holds named scalar loss terms, which a system adds to its loss
 with weight 1 (a guidance's strength lives in its own settings), and numbers for the log.
 
 A guidance is an ``nn.Module``: what it trains (a LoRA of the prior, a camera embedding) are its
@@ -76,10 +77,13 @@ class Guidance(nn.Module):
         return None
 
     def prompts(self, cameras: Cameras) -> list[str]:
-        """The view-dependent prompt of each camera."""
-        return view_prompts(
-            self.prompt, cameras.elevation_deg.tolist(), cameras.azimuth_deg.tolist(), self.cfg.view_prompts
-        )
+        """The prompt of each camera: with its view word, unless the prior takes the camera itself."""
+        style = "none" if self.core.takes_camera else self.cfg.view_prompts
+        return view_prompts(self.prompt, cameras.elevation_deg.tolist(), cameras.azimuth_deg.tolist(), style)
+
+    def camera_input(self, cameras: Cameras) -> torch.Tensor | None:
+        """The cameras' features for a camera-conditioned prior (``None`` for other models)."""
+        return cameras.features() if self.core.takes_camera else None
 
     def t_range(self, step: int) -> tuple[int, int]:
         """Integer timestep range [lo, hi] at optimisation ``step`` (annealed)."""

@@ -91,7 +91,7 @@ class DenoisedTargetGuidance(Guidance):
         cond, uncond = core.text_conditioning(self.prompts(cameras), cfg.negative_prompt)
         t = self.sample_timesteps(images.shape[0], step, generator)
         x = self.resize(images)
-        target = self.denoised_target(x.detach(), t, cond, uncond, generator)
+        target = self.denoised_target(x.detach(), t, cond, uncond, generator, self.camera_input(cameras))
         if cfg.match_size_above is not None:
             zoom = t >= cfg.match_size_above * core.num_train_timesteps
             if zoom.any():
@@ -108,8 +108,9 @@ class DenoisedTargetGuidance(Guidance):
         return max(1, min(cfg.denoise_steps, math.ceil(longest / cfg.denoise_step_size - 1e-6)))
 
     @torch.no_grad()
-    def denoised_target(self, x, t, cond, uncond, generator) -> torch.Tensor:
-        """The multi-step DDIM denoising of ``x`` noised to ``t``: images in [0, 1]."""
+    def denoised_target(self, x, t, cond, uncond, generator, camera=None) -> torch.Tensor:
+        """The multi-step DDIM denoising of ``x`` noised to ``t``: images in [0, 1] (``camera``: the
+        features of a camera-conditioned prior)."""
         core = self.core
         latents = core.encode_images(x)
         noise = torch.randn(latents.shape, generator=generator).to(latents)
@@ -120,7 +121,7 @@ class DenoisedTargetGuidance(Guidance):
         for i in range(n):
             t_now = (t.float() * fracs[i]).round().long()
             t_next = (t.float() * fracs[i + 1]).round().long()
-            eps = core.predict_noise(z, t_now, cond, uncond, self.cfg.target_guidance_scale)
+            eps = core.predict_noise(z, t_now, cond, uncond, self.cfg.target_guidance_scale, camera=camera)
             x0 = core.predict_x0(z, eps, t_now)
             a_next = core.alphas_cumprod[t_next].reshape(-1, 1, 1, 1).to(z.dtype)
             a_next = torch.where((t_next > 0).reshape(-1, 1, 1, 1), a_next, torch.ones_like(a_next))

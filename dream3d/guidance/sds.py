@@ -46,7 +46,7 @@ class SDSGuidance(Guidance):
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         with torch.no_grad():
             noisy = core.add_noise(latents, noise, t)
-            eps = core.predict_noise(noisy, t, cond, uncond, cfg.guidance_scale)
+            eps = core.predict_noise(noisy, t, cond, uncond, cfg.guidance_scale, camera=self.camera_input(cameras))
         w = (1 - core.alphas_cumprod[t]).reshape(-1, 1, 1, 1) if cfg.weighting == "sds" else 1.0
         grad = torch.nan_to_num(w * (eps - noise))
         if cfg.grad_clip is not None:

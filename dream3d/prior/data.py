@@ -25,6 +25,8 @@ from ..shapes.captions import caption
 from ..shapes.objects import COLOURS, SHAPES, all_objects
 from ..shapes.render import render, to_uint8
 
+ARRAYS = ("images", "shape_index", "colour_index", "elevation", "azimuth", "distance", "fov")  # and captions
+
 
 @dataclass
 class ShapesImages:
@@ -36,6 +38,8 @@ class ShapesImages:
     colour_index: np.ndarray  # (N,) index into list(dream3d.shapes.COLOURS)
     elevation: np.ndarray  # (N,) degrees
     azimuth: np.ndarray  # (N,) degrees
+    distance: np.ndarray  # (N,) world units
+    fov: np.ndarray  # (N,) degrees, vertical
 
     def __len__(self) -> int:
         return len(self.images)
@@ -60,7 +64,7 @@ def render_views(
     """Render every object from ``views_per_object`` random cameras (seeded)."""
     generator = torch.Generator().manual_seed(seed)
     colours = list(COLOURS)
-    images, captions, shape_idx, colour_idx, elev, azim = [], [], [], [], [], []
+    images, captions, shape_idx, colour_idx, cams = [], [], [], [], []
     objects = all_objects()
     bar = tqdm(total=len(objects) * views_per_object, desc="rendering", unit="img", disable=not progress)
     for obj in objects:
@@ -69,18 +73,11 @@ def render_views(
             captions.append(caption(obj, cam))
             shape_idx.append(SHAPES.index(obj.shape))
             colour_idx.append(colours.index(obj.colour))
-            elev.append(cam.elevation_deg)
-            azim.append(cam.azimuth_deg)
+            cams.append(cam.spherical)
             bar.update()
     bar.close()
-    return ShapesImages(
-        np.stack(images),
-        captions,
-        np.array(shape_idx),
-        np.array(colour_idx),
-        np.array(elev, dtype=np.float32),
-        np.array(azim, dtype=np.float32),
-    )
+    elev, azim, dist, fov = np.array(cams, dtype=np.float32).T
+    return ShapesImages(np.stack(images), captions, np.array(shape_idx), np.array(colour_idx), elev, azim, dist, fov)
 
 
 def cached_views(
@@ -93,29 +90,14 @@ def cached_views(
     progress: bool = True,
 ) -> ShapesImages:
     """:func:`render_views`, cached in ``cache_dir`` under a name made of its parameters."""
-    key = hashlib.sha256(repr(ranges).encode()).hexdigest()[:8]
+    key = hashlib.sha256(repr((ranges, ARRAYS)).encode()).hexdigest()[:8]
     name = f"shapes-v{views_per_object}-s{size}-ss{ss}-cams{key}-seed{seed}.npz"
     path = Path(cache_dir) / name
     if path.is_file():
         d = np.load(path)
-        return ShapesImages(
-            d["images"],
-            [str(c) for c in d["captions"]],
-            d["shape_index"],
-            d["colour_index"],
-            d["elevation"],
-            d["azimuth"],
-        )
+        return ShapesImages(captions=[str(c) for c in d["captions"]], **{k: d[k] for k in ARRAYS})
     data = render_views(views_per_object, size, ss, ranges, seed, progress)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                images=data.images,
-                captions=np.array(data.captions),
-                shape_index=data.shape_index,
-                colour_index=data.colour_index,
-                elevation=data.elevation,
-                azimuth=data.azimuth,
-            )
+            np.savez(f, captions=np.array(data.captions), **{k: getattr(data, k) for k in ARRAYS})
     return data

@@ -36,7 +36,7 @@ from diffusers import AutoencoderKL
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
-from ..cameras import CameraRanges
+from ..cameras import CAMERA_FEATURES, CameraRanges, camera_features
 from ..config import save_config, to_dict
 from ..diffusion.build import DEFAULT_WORDS, ModelSpec, build_components, save_model
 from ..diffusion.devices import resolve_device
@@ -83,6 +83,13 @@ class PriorTrainConfig:
     lr: float = 5e-4
     warmup_steps: int = 200
     caption_dropout: float = 0.1
+    # A camera-conditioned UNet (docs/cameras.md, CAMERA_FEATURES as diffusers' "projection" class
+    # embedding). Each image's camera is dropped to zeros ("any view") with camera_dropout, and its
+    # caption loses the view words with view_word_dropout, so both "a red cube" + a camera and
+    # "a red cube, side view" without one are prompts it knows.
+    camera_input: bool = False
+    camera_dropout: float = 0.1
+    view_word_dropout: float = 0.5
     vae_from: str | None = None  # a model (folder, hub id, "shapes") whose VAE to use instead of stage 1
     device: str | None = None  # None: cuda when available, else cpu
     ema_decay: float = 0.999
@@ -94,6 +101,9 @@ class PriorTrainConfig:
         for name in ("vae_kl_weight", "vae_rgb_weight"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}; use e.g. {name}=1e-4")
+        for name in ("caption_dropout", "camera_dropout", "view_word_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 def model_spec(cfg: PriorTrainConfig) -> ModelSpec:
@@ -112,6 +122,7 @@ def model_spec(cfg: PriorTrainConfig) -> ModelSpec:
         beta_start=cfg.beta_start,
         beta_end=cfg.beta_end,
         prediction_type=cfg.prediction_type,
+        camera_input=cfg.camera_input,
     )
 
 
@@ -124,7 +135,16 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
     parts: dict = {}
     data = None
     stages = [] if vae_path is not None else [vae_stage(lambda: parts["vae"], lambda: data.tensors(), cfg)]
-    stages.append(unet_stage(lambda: parts, lambda: data.tensors(), lambda: data.captions, cfg, device))
+    stages.append(
+        unet_stage(
+            lambda: parts,
+            lambda: data.tensors(),
+            lambda: data.captions,
+            cfg,
+            device,
+            cameras=lambda: camera_features(data.elevation, data.azimuth, data.distance, data.fov),
+        )
+    )
     run = StagedRun(stages, work / "checkpoints", resume=resume, progress=progress)
     if not resume:
         run.check_start(out)
@@ -233,7 +253,8 @@ def vae_stage(vae, images, cfg: PriorTrainConfig) -> Stage:
 
 class UNetTraining(TrainingTask):
     """Stage 2: text encoder + UNet on the frozen VAE's latents, with an EMA of the weights.
-    Random draws come from a CPU generator on every device, then move to ``device``."""
+    Random draws come from a CPU generator on every device, then move to ``device``. A
+    camera-conditioned UNet (``cfg.camera_input``) also gets each image's ``cameras`` features."""
 
     def __init__(
         self,
@@ -242,6 +263,7 @@ class UNetTraining(TrainingTask):
         captions: list[str],
         cfg: PriorTrainConfig,
         device: torch.device | str = "cpu",
+        cameras: torch.Tensor | None = None,
     ):
         self.parts, self.cfg, self.device = parts, cfg, torch.device(device)
         vae, tokenizer = parts["vae"], parts["tokenizer"]
@@ -249,13 +271,19 @@ class UNetTraining(TrainingTask):
             posts = [vae.encode(c * 2 - 1).latent_dist for c in images.split(256)]
             self.lat_mean = (torch.cat([p.mean for p in posts]) * vae.config.scaling_factor).to(self.device)
             self.lat_std = (torch.cat([p.std for p in posts]) * vae.config.scaling_factor).to(self.device)
-        texts = sorted(set(captions)) + [""]
+        plain = [c.split(",")[0] for c in captions]  # without the view words
+        texts = sorted(set(captions) | (set(plain) if cfg.camera_input else set())) + [""]
         lookup = {t: i for i, t in enumerate(texts)}
         self.token_ids = tokenizer(
             texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
         ).input_ids.to(self.device)
         self.caption_index = torch.tensor([lookup[c] for c in captions])
         self.empty = len(texts) - 1
+        if cfg.camera_input:
+            if cameras is None or len(cameras) != len(captions):
+                raise UserError("a camera-conditioned UNet needs one camera per training image")
+            self.plain_index = torch.tensor([lookup[c] for c in plain])
+            self.cameras = cameras.to(self.device)
         self.unet, self.text_encoder = parts["unet"].to(self.device), parts["text_encoder"].to(self.device)
         self.params = list(self.unet.parameters()) + list(self.text_encoder.parameters())
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=1e-2)
@@ -292,12 +320,21 @@ class UNetTraining(TrainingTask):
         flip = torch.rand(cfg.batch, generator=generator) < 0.5  # shapes are mirror-symmetric: flips keep captions true
         x0 = torch.where(flip[:, None, None, None].to(device), x0.flip(-1), x0)
         drop = torch.rand(cfg.batch, generator=generator) < cfg.caption_dropout
-        ids = self.token_ids[torch.where(drop, self.empty, self.caption_index[idx]).to(device)]
+        caption = self.caption_index[idx]
         t = torch.randint(0, len(scheduler.alphas_cumprod), (cfg.batch,), generator=generator).to(device)
         noise = torch.randn(x0.shape, generator=generator).to(device)
+        labels = None
+        if cfg.camera_input:  # drawn after the rest, so the draws of a model without camera stay as they were
+            labels = self.cameras[rows].clone()
+            labels[:, CAMERA_FEATURES.index("sin_azimuth")] *= torch.where(flip, -1.0, 1.0).to(device)  # the mirror
+            no_camera = torch.rand(cfg.batch, generator=generator) < cfg.camera_dropout
+            labels = torch.where(no_camera[:, None].to(device), torch.zeros_like(labels), labels)
+            no_words = torch.rand(cfg.batch, generator=generator) < cfg.view_word_dropout
+            caption = torch.where(no_words, self.plain_index[idx], caption)
+        ids = self.token_ids[torch.where(drop, self.empty, caption).to(device)]
         noisy = scheduler.add_noise(x0, noise, t)
         embeds = self.text_encoder(ids)[0]
-        pred = self.unet(noisy, t, encoder_hidden_states=embeds).sample
+        pred = self.unet(noisy, t, encoder_hidden_states=embeds, class_labels=labels).sample
         target = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
         return StepOutput(torch.nn.functional.mse_loss(pred, target), {})
 
@@ -326,14 +363,17 @@ class UNetTraining(TrainingTask):
         }
 
 
-def unet_stage(parts, images, captions, cfg: PriorTrainConfig, device: torch.device | str = "cpu") -> Stage:
-    """Stage 2 (``unet``, seed + 2); ``parts``, ``images`` and ``captions`` are callables, read when
-    the stage starts (after stage 1 trained the VAE)."""
+def unet_stage(
+    parts, images, captions, cfg: PriorTrainConfig, device: torch.device | str = "cpu", cameras=None
+) -> Stage:
+    """Stage 2 (``unet``, seed + 2); ``parts``, ``images``, ``captions`` (and, for a
+    camera-conditioned UNet, ``cameras``: the images' camera features) are callables, read when the
+    stage starts (after stage 1 trained the VAE)."""
     return Stage(
         "unet",
         cfg.unet_steps,
         cfg.seed + 2,
-        build=lambda: UNetTraining(parts(), images(), captions(), cfg, device),
+        build=lambda: UNetTraining(parts(), images(), captions(), cfg, device, cameras() if cameras else None),
         finish=lambda task, trainer: task.finish(trainer),
         desc="stage 2/2 UNet",
         checkpoint_every=cfg.checkpoint_every,
