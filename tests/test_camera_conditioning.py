@@ -14,7 +14,18 @@ from dream3d.diffusion.build import ModelSpec, build_random_model
 from dream3d.diffusion.core import LatentDiffusion
 from dream3d.errors import ModelLoadError, UserError
 from dream3d.guidance import SDSConfig, SDSGuidance
+from dream3d.prior.evaluate import (
+    CAMERA_AZIMUTHS,
+    CAMERA_VIEW,
+    PriorEvalConfig,
+    azimuth_error,
+    camera_following,
+    evaluate_prior,
+    format_table,
+)
 from dream3d.prior.train import PriorTrainConfig, train_prior
+from dream3d.shapes.objects import ShapeObject
+from dream3d.shapes.render import render
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +163,33 @@ def test_training_a_camera_conditioned_prior(tmp_path):
     assert core.takes_camera
     with pytest.raises(UserError, match="camera_dropout must be in"):
         PriorTrainConfig(camera_dropout=1.5)
+
+
+def test_prior_eval_scores_camera_following_for_camera_models(camera_model, tmp_path):
+    assert azimuth_error(100.0, 15.0) == 5.0 and azimuth_error(-80.0, 15.0) == 5.0  # modulo the cube's 90 degrees
+    assert azimuth_error(60.0, 15.0) == 45.0
+    cfg = PriorEvalConfig(
+        model=str(camera_model), samples_per_prompt=1, steps=2, objects=1, classifier_check_views=2, classifier_steps=30
+    )
+    record = evaluate_prior(cfg, tmp_path, progress=False)
+    follow = record["camera_following"]
+    assert follow["samples"] == len(CAMERA_AZIMUTHS) and 0.0 <= record["scores"]["camera"] <= 1.0
+    assert (tmp_path / "camera-samples.png").is_file() and "camera" in format_table(record)
+
+
+@pytest.mark.parametrize("offset, expected", [(0.0, 1.0), (90.0, 1.0), (10.0, 1.0), (45.0, 0.0)])
+def test_camera_following_scores_a_model_that_draws_the_asked_view(
+    camera_core, tmp_path, monkeypatch, offset, expected
+):
+    """A stand-in model that draws the true cube at the asked azimuth plus ``offset``: within 15 degrees
+    modulo 90 counts as following."""
+    v = CAMERA_VIEW
+
+    def draws_the_cube(prompt, camera=None, num_images=1, **kwargs):
+        azimuth = math.degrees(math.atan2(float(camera[0, 2]), float(camera[0, 3])))
+        cam = Camera(v["elevation"], azimuth + offset, v["distance"], v["fov"], 32, 32)
+        return torch.from_numpy(render(ShapeObject("cube", "red"), cam, ss=4).rgb).permute(2, 0, 1)[None]
+
+    monkeypatch.setattr(camera_core, "sample", draws_the_cube)
+    result = camera_following(camera_core, PriorEvalConfig(objects=1, samples_per_prompt=1), tmp_path, progress=False)
+    assert result["score"] == expected
