@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .cameras import Camera, camera_features
+from .cameras import Camera, Cameras
 from .config import from_dict, to_dict
 from .diffusion.core import LatentDiffusion
 from .errors import UserError
@@ -63,7 +63,7 @@ def run_txt2img(cfg: Txt2ImgConfig, output: str | Path | None = None, progress: 
 
     camera = None
     if cfg.camera is not None:
-        camera = camera_features(*([v] for v in Camera(*cfg.camera).spherical))  # checks the ranges
+        camera = Cameras.stack(Camera(*cfg.camera)).features()  # Camera checks the values
     start = time.perf_counter()
     core = LatentDiffusion.from_pretrained(cfg.model, device=cfg.device, dtype=cfg.dtype)
     if camera is not None and not core.takes_camera:
