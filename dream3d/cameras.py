@@ -46,24 +46,37 @@ from .errors import UserError
 
 VIEW_WORDS = ("front", "side", "back", "overhead")
 
-# What a camera-conditioned prior sees of a camera (its UNet's class-embedding input), in order.
-# Distance and field of view are scaled so that the training ranges map to [-1, 1]; the last entry
-# is 1 for a camera and 0 for "no camera" (all zeros: any view).
-CAMERA_FEATURES = ("sin_elevation", "cos_elevation", "sin_azimuth", "cos_azimuth", "distance", "fov", "present")
+# What a camera-conditioned prior sees of a camera (its UNet's class-embedding input), in order:
+# elevation, azimuth with its 2nd and 4th harmonics (so that a view repeating every 180 or 90
+# degrees, as a cube's does, is a linear function of the features), distance and field of view
+# scaled so that the training ranges map to [-1, 1], and 1 for a camera (all zeros: no camera, any view).
+AZIMUTH_HARMONICS = (1, 2, 4)
+CAMERA_FEATURES = (
+    "sin_elevation",
+    "cos_elevation",
+    *(f"{f}_azimuth_{k}" for k in AZIMUTH_HARMONICS for f in ("sin", "cos")),
+    "distance",
+    "fov",
+    "present",
+)
 
 
 def camera_features(elevation_deg, azimuth_deg, distance, fov_deg) -> torch.Tensor:
-    """``(B, 7)`` float32 :data:`CAMERA_FEATURES` of cameras given by ``(B,)`` tensors or sequences.
-
-    Mirroring an image left-right is the view from the negated azimuth (a shapes-world fact the
-    prior's training uses): it flips the sign of ``sin_azimuth`` only.
-    """
+    """``(B, 11)`` float32 :data:`CAMERA_FEATURES` of cameras given by ``(B,)`` tensors or sequences."""
     e = torch.deg2rad(torch.as_tensor(elevation_deg, dtype=torch.float64).reshape(-1))
     a = torch.deg2rad(torch.as_tensor(azimuth_deg, dtype=torch.float64).reshape(-1))
     r = torch.as_tensor(distance, dtype=torch.float64).reshape(-1)
     f = torch.as_tensor(fov_deg, dtype=torch.float64).reshape(-1)
-    features = [e.sin(), e.cos(), a.sin(), a.cos(), (r - 1.75) / 0.25, (f - 55.0) / 15.0, torch.ones_like(e)]
+    harmonics = [g(k * a) for k in AZIMUTH_HARMONICS for g in (torch.sin, torch.cos)]
+    features = [e.sin(), e.cos(), *harmonics, (r - 1.75) / 0.25, (f - 55.0) / 15.0, torch.ones_like(e)]
     return torch.stack(features, -1).float()
+
+
+def mirror_features(features: torch.Tensor) -> torch.Tensor:
+    """The features of the mirrored view: mirroring an image left-right is the view from the negated
+    azimuth (a shapes-world fact the prior's training uses), so every ``sin_azimuth_k`` changes sign."""
+    sign = torch.tensor([-1.0 if n.startswith("sin_azimuth") else 1.0 for n in CAMERA_FEATURES], device=features.device)
+    return features * sign
 
 
 def wrap_azimuth(azim_deg):
@@ -415,7 +428,7 @@ class Cameras:
         return [view_word(e, a) for e, a in zip(self.elevation_deg.tolist(), self.azimuth_deg.tolist())]
 
     def features(self) -> torch.Tensor:
-        """``(B, 7)`` :func:`camera_features`, on the batch's device."""
+        """``(B, 11)`` :func:`camera_features`, on the batch's device."""
         features = camera_features(
             self.elevation_deg.cpu(), self.azimuth_deg.cpu(), self.distance.cpu(), self.fov_deg.cpu()
         )

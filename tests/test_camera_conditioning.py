@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from dream3d.cameras import CAMERA_FEATURES, Camera, Cameras, camera_features
+from dream3d.cameras import CAMERA_FEATURES, Camera, Cameras, camera_features, mirror_features
 from dream3d.cli import main
 from dream3d.diffusion.build import ModelSpec, build_random_model
 from dream3d.diffusion.core import LatentDiffusion
@@ -40,13 +40,13 @@ def camera_core(camera_model):
 
 def test_camera_features_and_the_mirror():
     f = camera_features([30.0, 30.0], [60.0, -60.0], [1.5, 2.0], [40.0, 70.0])
-    assert f.shape == (2, len(CAMERA_FEATURES)) and f.dtype == torch.float32
+    assert f.shape == (2, len(CAMERA_FEATURES)) == (2, 11) and f.dtype == torch.float32
     e, a = math.radians(30), math.radians(60)
-    expect = [math.sin(e), math.cos(e), math.sin(a), math.cos(a), -1.0, -1.0, 1.0]
-    torch.testing.assert_close(f[0], torch.tensor(expect))
-    mirrored = f[0].clone()
-    mirrored[CAMERA_FEATURES.index("sin_azimuth")] *= -1  # the view from -a is the mirror image
-    torch.testing.assert_close(f[1, :4], mirrored[:4])
+    harmonics = [g(k * a) for k in (1, 2, 4) for g in (math.sin, math.cos)]
+    torch.testing.assert_close(f[0], torch.tensor([math.sin(e), math.cos(e), *harmonics, -1.0, -1.0, 1.0]))
+    torch.testing.assert_close(mirror_features(f[:1])[0, :8], f[1, :8])  # the view from -a is the mirror image
+    cube_period = camera_features([30.0], [60.0 + 90.0], [1.5], [40.0])  # the 4th harmonic repeats every 90 degrees
+    torch.testing.assert_close(cube_period[0, 6:8], f[0, 6:8], atol=1e-6, rtol=0)
     cams = [Camera(30.0, 60.0, 1.5, 40.0, 8, 8), Camera(30.0, -60.0, 2.0, 70.0, 8, 8)]
     torch.testing.assert_close(Cameras.stack(cams).features(), f)
 

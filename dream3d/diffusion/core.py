@@ -158,7 +158,7 @@ class LatentDiffusion:
     # ------------------------------------------------------------------ camera
     def camera_labels(self, camera: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """The UNet's class labels for ``batch`` images: ``None`` for a model without camera input,
-        else ``camera`` (``(batch, 7)`` or one ``(7,)`` row, :data:`~dream3d.cameras.CAMERA_FEATURES`)
+        else ``camera`` (``(batch, F)`` or one ``(F,)`` row of :data:`~dream3d.cameras.CAMERA_FEATURES`)
         or, without one, zeros ("any view")."""
         if not self.takes_camera:
             if camera is not None:

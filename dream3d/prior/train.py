@@ -36,7 +36,7 @@ from diffusers import AutoencoderKL
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
-from ..cameras import CAMERA_FEATURES, CameraRanges, camera_features
+from ..cameras import CameraRanges, camera_features, mirror_features
 from ..config import save_config, to_dict
 from ..diffusion.build import DEFAULT_WORDS, ModelSpec, build_components, save_model
 from ..diffusion.devices import resolve_device
@@ -325,8 +325,8 @@ class UNetTraining(TrainingTask):
         noise = torch.randn(x0.shape, generator=generator).to(device)
         labels = None
         if cfg.camera_input:  # drawn after the rest, so the draws of a model without camera stay as they were
-            labels = self.cameras[rows].clone()
-            labels[:, CAMERA_FEATURES.index("sin_azimuth")] *= torch.where(flip, -1.0, 1.0).to(device)  # the mirror
+            labels = self.cameras[rows]
+            labels = torch.where(flip[:, None].to(device), mirror_features(labels), labels)
             no_camera = torch.rand(cfg.batch, generator=generator) < cfg.camera_dropout
             labels = torch.where(no_camera[:, None].to(device), torch.zeros_like(labels), labels)
             no_words = torch.rand(cfg.batch, generator=generator) < cfg.view_word_dropout
