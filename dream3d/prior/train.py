@@ -84,11 +84,11 @@ class PriorTrainConfig:
     warmup_steps: int = 200
     caption_dropout: float = 0.1
     # A camera-conditioned UNet (docs/cameras.md, CAMERA_FEATURES as diffusers' "projection" class
-    # embedding). Each image's camera is dropped to zeros ("any view") with camera_dropout, and its
-    # caption loses the view words with view_word_dropout, so both "a red cube" + a camera and
-    # "a red cube, side view" without one are prompts it knows.
+    # embedding). Each image's camera is dropped to zeros ("any view") with camera_dropout; where it
+    # stays, its caption loses the view words with view_word_dropout; so both "a red cube" + a camera
+    # and "a red cube, side view" without one are prompts it knows.
     camera_input: bool = False
-    camera_dropout: float = 0.1
+    camera_dropout: float = 0.2
     view_word_dropout: float = 0.5
     vae_from: str | None = None  # a model (folder, hub id, "shapes") whose VAE to use instead of stage 1
     device: str | None = None  # None: cuda when available, else cpu
@@ -329,7 +329,9 @@ class UNetTraining(TrainingTask):
             labels = torch.where(flip[:, None].to(device), mirror_features(labels), labels)
             no_camera = torch.rand(cfg.batch, generator=generator) < cfg.camera_dropout
             labels = torch.where(no_camera[:, None].to(device), torch.zeros_like(labels), labels)
-            no_words = torch.rand(cfg.batch, generator=generator) < cfg.view_word_dropout
+            # the view words go only where the camera stays: a sample keeps at least one view signal, and
+            # the samples without a camera teach the view words alone (prompts such as "a red cube, side view")
+            no_words = (torch.rand(cfg.batch, generator=generator) < cfg.view_word_dropout) & ~no_camera
             caption = torch.where(no_words, self.plain_index[idx], caption)
         ids = self.token_ids[torch.where(drop, self.empty, caption).to(device)]
         noisy = scheduler.add_noise(x0, noise, t)
