@@ -78,7 +78,7 @@ class PriorTrainConfig:
     beta_schedule: str = "linear"
     beta_start: float = 0.0001
     beta_end: float = 0.02
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"  # v: as Stable Diffusion 2.x
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"  # as Stable Diffusion 2.x
     batch: int = 32
     lr: float = 5e-4
     warmup_steps: int = 200
@@ -87,7 +87,7 @@ class PriorTrainConfig:
     # embedding). Each image's camera is dropped to zeros ("any view") with camera_dropout; where it
     # stays, its caption loses the view words with view_word_dropout; so both "a red cube" + a camera
     # and "a red cube, side view" without one are prompts it knows.
-    camera_input: bool = False
+    camera_input: bool = True
     camera_dropout: float = 0.2
     view_word_dropout: float = 0.5
     vae_from: str | None = None  # a model (folder, hub id, "shapes") whose VAE to use instead of stage 1
