@@ -49,6 +49,11 @@ def test_bundled_prior_loads_in_diffusers_and_core():
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     a = core.sample("a red cube, side view", steps=4, scheduler="ddim", generator=g(), output="np", progress=False)
     pipe.scheduler = make_scheduler("ddim", core.scheduler_config)
+    # diffusers' pipeline passes no class labels; v2 takes the camera there, and "no camera" is zeros
+    assert core.takes_camera and pipe.unet.config.class_embed_type == "projection"
+    width = pipe.unet.config.projection_class_embeddings_input_dim
+    forward = pipe.unet.forward
+    pipe.unet.forward = lambda x, t, **kw: forward(x, t, class_labels=torch.zeros(x.shape[0], width), **kw)
     b = pipe("a red cube, side view", num_inference_steps=4, generator=g(), output_type="np").images
     assert np.abs((a * 255).round() - (b * 255).round()).max() <= 1
 

@@ -10,9 +10,9 @@ SDEdit-style, as DreamGaussian's refinement). With ``match_size_above`` set, tar
 render's area (:func:`match_silhouette_size`): at high noise the prior's object size is
 unrelated to the render's.
 
-With the tiny bundled prior this works where textbook SDS does not: the tiny VAE encoder's
-Jacobian turns SDS gradients into speckle, while this loss never differentiates through the
-encoder (``docs/txt2mesh.md``).
+This loss never differentiates through the encoder. On the bundled prior it is the default
+guidance (it scored higher than textbook SDS on the benchmark's dev set, ``docs/benchmarks.md``);
+on the v1 prior it was the only one that worked (``docs/prior.md``).
 """
 
 from __future__ import annotations
