@@ -25,6 +25,7 @@ class Txt2ImgConfig:
     model: str | None = None  # None: the bundled shapes prior
     steps: int = 30
     guidance: float = 7.5
+    guidance_rescale: float = 0.0  # diffusers' guidance_rescale (LatentDiffusion.sample)
     scheduler: str | None = None  # None: the model's own; see dream3d.diffusion.schedulers
     seed: int = 0
     height: int | None = None  # None: the model's native size
@@ -57,6 +58,10 @@ def run_txt2img(cfg: Txt2ImgConfig, output: str | Path | None = None, progress: 
         raise UserError(f"steps must be at least 1, got {cfg.steps}; use e.g. --steps 30")
     if cfg.guidance < 0:
         raise UserError(f"guidance must be >= 0, got {cfg.guidance}; use e.g. --guidance 7.5")
+    if not 0 <= cfg.guidance_rescale <= 1:
+        raise UserError(
+            f"guidance rescale must be in [0, 1], got {cfg.guidance_rescale}; use e.g. --guidance-rescale 0.7"
+        )
     out_dir = ensure_writable_dir(output) if output is not None else None
     if cfg.model in (None, "shapes"):
         warn_unknown_words(cfg.prompt)
@@ -79,6 +84,7 @@ def run_txt2img(cfg: Txt2ImgConfig, output: str | Path | None = None, progress: 
         negative_prompt=cfg.negative,
         steps=cfg.steps,
         guidance_scale=cfg.guidance,
+        guidance_rescale=cfg.guidance_rescale,
         scheduler=cfg.scheduler,
         generator=generator,
         height=cfg.height,

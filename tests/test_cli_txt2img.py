@@ -71,6 +71,18 @@ def test_python_api_matches_cli(tiny_model, tmp_path, capsys):
     assert np.array_equal(np.asarray(images[0]), np.asarray(Image.open(tmp_path / "image-000.png")))
 
 
+def test_guidance_rescale_reaches_the_sampler(tiny_model, tmp_path, capsys):
+    common = ["txt2img", "a red cube", "--model", str(tiny_model), "--steps", "3", "--guidance", "9"]
+    run_cli(capsys, *common, "-o", str(tmp_path / "plain"))
+    code, _, _ = run_cli(capsys, *common, "--guidance-rescale", "0.7", "-o", str(tmp_path / "rescaled"))
+    assert code == 0
+    record = json.loads((tmp_path / "rescaled" / "txt2img.json").read_text())
+    assert record["config"]["guidance_rescale"] == 0.7
+    plain = np.asarray(Image.open(tmp_path / "plain" / "image-000.png"), dtype=np.int16)
+    rescaled = np.asarray(Image.open(tmp_path / "rescaled" / "image-000.png"), dtype=np.int16)
+    assert np.abs(plain - rescaled).max() > 0
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -80,6 +92,7 @@ def test_python_api_matches_cli(tiny_model, tmp_path, capsys):
         (["--model", "{tiny}", "--height", "33"], "not a positive multiple of the VAE factor 2"),
         (["--model", "{tiny}", "--steps", "0"], "steps must be at least 1"),
         (["--model", "{tiny}", "--guidance", "-1"], "guidance must be >= 0"),
+        (["--model", "{tiny}", "--guidance-rescale", "1.5"], "guidance rescale must be in [0, 1]"),
         (["--model", "{tiny}", "-o", "{file}/sub"], "cannot write to output folder"),
         (["--model", "{tiny}", "--dtype", "fp16", "--device", "cpu"], "fp16 is not supported on the CPU"),
     ],

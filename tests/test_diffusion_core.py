@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 
-from dream3d.diffusion.core import cfg_combine
+from dream3d.diffusion.core import cfg_combine, cfg_rescale
 from dream3d.diffusion.schedulers import SCHEDULERS, make_scheduler
 
 
@@ -24,10 +25,12 @@ def test_loads_folder_in_fp32_on_cpu(tiny_core):
     assert all(not p.requires_grad for p in tiny_core.unet.parameters())
 
 
-@pytest.mark.parametrize("scheduler", list(SCHEDULERS) + [None])
-def test_seed_contract_matches_diffusers_pipeline(tiny_core, pipe, scheduler):
-    """--seed S == StableDiffusionPipeline with torch.Generator('cpu').manual_seed(S)."""
-    kwargs = dict(negative_prompt="blue", guidance_scale=5.0, height=32, width=48)
+@pytest.mark.parametrize(
+    "scheduler,rescale", [(name, 0.0) for name in list(SCHEDULERS) + [None]] + [("ddim", 0.7), ("dpm", 0.7)]
+)
+def test_seed_contract_matches_diffusers_pipeline(tiny_core, pipe, scheduler, rescale):
+    """--seed S == StableDiffusionPipeline with torch.Generator('cpu').manual_seed(S) (and its guidance_rescale)."""
+    kwargs = dict(negative_prompt="blue", guidance_scale=5.0, height=32, width=48, guidance_rescale=rescale)
     ours = tiny_core.sample(
         "a red cube",
         steps=5,
@@ -86,6 +89,34 @@ def test_cfg_combine_convention():
     assert torch.equal(cfg_combine(u, c, 1.0), c)
     assert torch.equal(cfg_combine(u, c, 0.0), u)
     assert torch.allclose(cfg_combine(u, c, 7.5), u + 7.5 * (c - u))
+
+
+def test_cfg_rescale_is_diffusers_formula():
+    g = torch.Generator().manual_seed(4)
+    u, c = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g) * 2
+    guided = cfg_combine(u, c, 7.5)
+    for r in (0.0, 0.3, 0.7, 1.0):
+        assert torch.allclose(cfg_rescale(guided, c, r), rescale_noise_cfg(guided, c, r), atol=1e-6)
+    full = cfg_rescale(guided, c, 1.0)  # rescale 1: the conditional output's spread, per sample
+    assert torch.allclose(full.std(dim=(1, 2, 3)), c.std(dim=(1, 2, 3)), rtol=1e-5)
+    assert cfg_rescale(guided, c, 0.0) is guided
+
+
+def test_predict_noise_rescales_the_raw_output(tiny_core, monkeypatch):
+    """Guidance rescale acts on the model's output (v for a v-prediction model), then converts to epsilon."""
+    monkeypatch.setitem(tiny_core.scheduler_config, "prediction_type", "v_prediction")
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 4, 16, 16, generator=g)
+    t = torch.tensor([300, 900])
+    cond, uncond = tiny_core.text_conditioning(["a red cube", "a blue sphere"])
+    with torch.no_grad():
+        v_c = tiny_core.unet_forward(x, t, cond)
+        v_u = tiny_core.unet_forward(x, t, uncond)
+        got = tiny_core.predict_noise(x, t, cond, uncond, 7.5, guidance_rescale=0.7)
+        plain = tiny_core.predict_noise(x, t, cond, uncond, 7.5)
+    want = tiny_core.to_epsilon(cfg_rescale(cfg_combine(v_u, v_c, 7.5), v_c, 0.7), x, t)
+    assert torch.allclose(got, want, atol=1e-4)
+    assert not torch.allclose(got, plain, atol=1e-3)
 
 
 def test_predict_noise_batches_branches_like_separate_calls(tiny_core):

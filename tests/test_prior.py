@@ -147,6 +147,9 @@ def test_eval_runs_on_a_small_subset(tiny_model, tmp_path):
     assert record["samples"] == 2 * 4
     assert set(record["scores"]) == {"colour", "shape"}  # no cone/cylinder among the first two objects
     assert all(0.0 <= v <= 1.0 for v in record["scores"].values())
+    by_colour = record["colour_accuracy_by_colour"]  # the first two objects (red and green cubes), 4 samples each
+    assert set(by_colour) == {"red", "green"} and all(v * 4 == int(v * 4) for v in by_colour.values())
+    assert record["config"]["guidance_rescale"] == 0.7  # the default: the v-prediction prior's colours
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "eval.json").is_file()
 
 

@@ -20,6 +20,12 @@ def register(sub) -> None:
     p.add_argument("--negative", default=None, help="negative prompt")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (diffusers' convention)")
+    p.add_argument(
+        "--guidance-rescale",
+        type=float,
+        default=0.0,
+        help="diffusers' guidance_rescale (0-1; 0.7 keeps the bundled v-prediction prior's colours at --guidance 7.5)",
+    )
     p.add_argument("--scheduler", default=None, choices=list(SCHEDULERS), help="default: the model's own")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--height", type=int, default=None, help="default: the model's native size")
@@ -60,6 +66,7 @@ def run(args) -> int:
         model=args.model,
         steps=args.steps,
         guidance=args.guidance,
+        guidance_rescale=args.guidance_rescale,
         scheduler=args.scheduler,
         seed=args.seed,
         height=args.height,

@@ -62,6 +62,24 @@ def cfg_combine(noise_uncond: torch.Tensor, noise_cond: torch.Tensor, scale: flo
     return noise_uncond + scale * (noise_cond - noise_uncond)
 
 
+def cfg_rescale(guided: torch.Tensor, cond: torch.Tensor, rescale: float) -> torch.Tensor:
+    """Guidance rescale (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are
+    Flawed", section 3.4): mix the guided model output with itself scaled to the conditional
+    output's per-sample standard deviation, by ``rescale`` (0: unchanged; the paper uses 0.7).
+
+    Strong guidance over-saturates colours, most of all for v-prediction models; this pulls them
+    back. It is the formula of diffusers' ``rescale_noise_cfg`` (``StableDiffusionPipeline``'s
+    ``guidance_rescale``, applied to the model's raw output, v for a v-prediction model),
+    written here because that function's module imports transformers' image processors
+    (``tests/test_diffusion_core.py`` checks the two agree).
+    """
+    if rescale == 0:
+        return guided
+    dims = list(range(1, guided.ndim))
+    rescaled = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+    return rescale * rescaled + (1 - rescale) * guided
+
+
 class LatentDiffusion:
     """A Stable Diffusion model (diffusers layout) and the operations guidance needs."""
 
@@ -274,13 +292,16 @@ class LatentDiffusion:
         uncond: torch.Tensor | None = None,
         guidance_scale: float = 1.0,
         camera: torch.Tensor | None = None,
+        guidance_rescale: float = 0.0,
     ) -> torch.Tensor:
         """Guided noise estimate ``eps_hat`` at training timestep(s) ``t``.
 
         Runs the conditional and unconditional branches as one batch (like diffusers) and combines
-        them with :func:`cfg_combine`. With ``uncond=None`` or ``guidance_scale == 1`` only the
-        conditional branch runs. v-prediction models are converted to epsilon. ``camera`` (a
-        camera-conditioned model's :meth:`camera_labels`) conditions both branches, as MVDream does.
+        the model's outputs with :func:`cfg_combine` (then :func:`cfg_rescale` by
+        ``guidance_rescale``, as the pipeline does). With ``uncond=None`` or ``guidance_scale == 1``
+        only the conditional branch runs. v-prediction outputs are converted to epsilon (after
+        guidance; the conversion is linear). ``camera`` (a camera-conditioned model's
+        :meth:`camera_labels`) conditions both branches, as MVDream does.
         """
         t = torch.as_tensor(t, device=self.device)
         if t.ndim == 0:
@@ -291,10 +312,9 @@ class LatentDiffusion:
         camera = self.camera_labels(camera, noisy.shape[0])
         camera = torch.cat([camera, camera]) if camera is not None else None
         out = self.unet_forward(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([uncond, cond]), camera)
-        eps_uncond, eps_cond = self.to_epsilon(out.to(noisy.dtype), torch.cat([noisy, noisy]), torch.cat([t, t])).chunk(
-            2
-        )
-        return cfg_combine(eps_uncond, eps_cond, guidance_scale)
+        out_uncond, out_cond = out.to(noisy.dtype).chunk(2)
+        guided = cfg_rescale(cfg_combine(out_uncond, out_cond, guidance_scale), out_cond, guidance_rescale)
+        return self.to_epsilon(guided, noisy, t)
 
     # ------------------------------------------------------------------ sampling
     def check_size(self, height: int, width: int) -> None:
@@ -321,12 +341,16 @@ class LatentDiffusion:
         output: str = "pil",
         progress: bool | Callable = True,
         camera: torch.Tensor | None = None,
+        guidance_rescale: float = 0.0,
     ):
         """Text-to-image. Matches ``StableDiffusionPipeline(...)(prompt, generator=g, ...)``.
 
         ``output``: ``"pil"`` (list of images), ``"np"`` (float array in [0, 1], B x H x W x 3),
         ``"pt"`` (tensor in [0, 1]) or ``"latent"``. ``camera``: one row of camera features for
         every image (a camera-conditioned model only; without it such a model draws any view).
+        ``guidance_rescale``: the pipeline's argument of that name (diffusers' ``rescale_noise_cfg``,
+        Lin et al. 2023, section 3.4): pulls the guided output's standard deviation back towards the
+        conditional one's, against the over-saturation of strong guidance (0: off).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         height = height or self.default_size
@@ -374,6 +398,7 @@ class LatentDiffusion:
             if do_cfg:
                 noise_uncond, noise_cond = noise.chunk(2)
                 noise = cfg_combine(noise_uncond, noise_cond, guidance_scale)
+                noise = cfg_rescale(noise, noise_cond, guidance_rescale)
             latents = sched.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
             if bar is not None:
                 bar.update()

@@ -61,6 +61,7 @@ def match_silhouette_size(images: torch.Tensor, reference: torch.Tensor, thresho
 class TargetConfig(GuidanceConfigBase):
     kind: Literal["target"] = "target"
     target_guidance_scale: float = 7.5  # CFG of the denoising (sampling-strength, not SDS-strength)
+    target_guidance_rescale: float = 0.0  # diffusers' guidance_rescale of the denoising (core.cfg_rescale)
     denoise_steps: int = 8  # DDIM steps from t to 0 (at most, with denoise_step_size)
     denoise_step_size: float | None = None  # longest DDIM step (fraction of T); fewer steps for small t
     match_size_above: float | None = None  # zoom targets with t >= this to the render's silhouette area
@@ -121,7 +122,9 @@ class DenoisedTargetGuidance(Guidance):
         for i in range(n):
             t_now = (t.float() * fracs[i]).round().long()
             t_next = (t.float() * fracs[i + 1]).round().long()
-            eps = core.predict_noise(z, t_now, cond, uncond, self.cfg.target_guidance_scale, camera=camera)
+            eps = core.predict_noise(
+                z, t_now, cond, uncond, self.cfg.target_guidance_scale, camera, self.cfg.target_guidance_rescale
+            )
             x0 = core.predict_x0(z, eps, t_now)
             a_next = core.alphas_cumprod[t_next].reshape(-1, 1, 1, 1).to(z.dtype)
             a_next = torch.where((t_next > 0).reshape(-1, 1, 1, 1), a_next, torch.ones_like(a_next))

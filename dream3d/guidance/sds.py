@@ -29,6 +29,7 @@ from .base import Guidance, GuidanceConfigBase, GuidanceOutput
 class SDSConfig(GuidanceConfigBase):
     kind: Literal["sds"] = "sds"
     guidance_scale: float = 100.0  # diffusers' convention: uncond + s * (cond - uncond)
+    guidance_rescale: float = 0.0  # diffusers' guidance_rescale (core.cfg_rescale); 0: textbook SDS
     weighting: Literal["sds", "uniform"] = "sds"
     grad_clip: float | None = None  # clip the latent gradient elementwise to [-c, c]
 
@@ -46,7 +47,9 @@ class SDSGuidance(Guidance):
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         with torch.no_grad():
             noisy = core.add_noise(latents, noise, t)
-            eps = core.predict_noise(noisy, t, cond, uncond, cfg.guidance_scale, camera=self.camera_input(cameras))
+            eps = core.predict_noise(
+                noisy, t, cond, uncond, cfg.guidance_scale, self.camera_input(cameras), cfg.guidance_rescale
+            )
         w = (1 - core.alphas_cumprod[t]).reshape(-1, 1, 1, 1) if cfg.weighting == "sds" else 1.0
         grad = torch.nan_to_num(w * (eps - noise))
         if cfg.grad_clip is not None:

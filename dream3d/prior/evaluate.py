@@ -53,6 +53,9 @@ class PriorEvalConfig:
     steps: int = 20
     scheduler: str = "dpm"
     guidance: float = 7.5
+    # diffusers' guidance_rescale (LatentDiffusion.sample); 0.7 as Lin et al. advise for v-prediction
+    # models: at CFG 7.5 without it the bundled v2 prior over-saturates purple into blue (docs/prior.md)
+    guidance_rescale: float = 0.7
     seed: int = 0
     objects: int = 30  # evaluate the first N of the 30 objects (tests use fewer)
     device: str | None = None
@@ -103,6 +106,7 @@ def evaluate_prior(cfg: PriorEvalConfig, out: str | Path, progress: bool = True)
         [r[2] for r in rows],
         steps=cfg.steps,
         guidance_scale=cfg.guidance,
+        guidance_rescale=cfg.guidance_rescale,
         scheduler=cfg.scheduler,
         generator=generator,
         num_images=cfg.samples_per_prompt,
@@ -129,6 +133,11 @@ def evaluate_prior(cfg: PriorEvalConfig, out: str | Path, progress: bool = True)
         for i, s in enumerate(SHAPES)
         if (want_shape == i).any()
     }
+    per_colour = {
+        c: float((pred["colour"][want_colour == i] == i).float().mean())
+        for i, c in enumerate(colours)
+        if (want_colour == i).any()
+    }
 
     save_image(out / "samples.png", make_grid(images, cols=len(EVAL_VIEWS) * n))
     camera = camera_following(core, cfg, out, progress) if core.takes_camera else None
@@ -143,6 +152,7 @@ def evaluate_prior(cfg: PriorEvalConfig, out: str | Path, progress: bool = True)
         "targets": TARGETS,
         "passed": {k: scores[k] >= TARGETS[k] for k in scores},
         "shape_accuracy_by_shape": per_shape,
+        "colour_accuracy_by_colour": per_colour,
         "classifier": cls_info,
         "grid": "samples.png (rows: objects; columns: front, side, back, overhead views)",
         "camera_following": camera,
@@ -181,6 +191,7 @@ def camera_following(core: LatentDiffusion, cfg: PriorEvalConfig, out: Path, pro
                     cube.prompt,
                     steps=cfg.steps,
                     guidance_scale=cfg.guidance,
+                    guidance_rescale=cfg.guidance_rescale,
                     scheduler=cfg.scheduler,
                     generator=generator,
                     num_images=n,
