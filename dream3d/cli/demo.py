@@ -56,7 +56,9 @@ def _contact_sheet(out: Path, seed: int) -> None:
     sheet = []
     for i, prompt in enumerate(DEMO_IMAGE_PROMPTS):
         sub = out / "txt2img" / prompt.split(",")[0].replace(" ", "-")
-        cfg = Txt2ImgConfig(prompt=prompt, seed=seed + i, num_images=4, scheduler="dpm", steps=20)
+        cfg = Txt2ImgConfig(
+            prompt=prompt, seed=seed + i, num_images=4, scheduler="dpm", steps=20, guidance_rescale=0.7
+        )  # the prior eval's sampling: rescaled CFG 7.5 keeps the v-prediction prior's colours
         images, _ = run_txt2img(cfg, output=sub, progress=False)
         sheet += images
     grid = make_grid([im.resize((128, 128), 0) for im in sheet], cols=4)
