@@ -286,6 +286,26 @@ def test_denoise_step_size_gives_low_noise_targets_fewer_steps(tiny_core, monkey
     for bad in (dict(denoise_step_size=0.0), dict(denoise_steps=0), dict(t_min=0.9, t_max=0.5)):
         with pytest.raises(UserError):
             TargetConfig(**bad)
+    with pytest.raises(UserError, match="target_guidance_rescale 1.5 must be in"):
+        TargetConfig(target_guidance_rescale=1.5)
+    with pytest.raises(UserError, match="guidance_rescale -0.1 must be in"):
+        SDSConfig(guidance_rescale=-0.1)
+
+
+def test_target_guidance_rescale_reaches_the_denoising(tiny_core):
+    T, size = tiny_core.num_train_timesteps, tiny_core.default_size
+    cond, uncond = tiny_core.text_conditioning(["a red cube"])
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([int(0.7 * T)])
+
+    def target(rescale):
+        cfg = TargetConfig(denoise_steps=2, target_guidance_rescale=rescale)
+        guidance = DenoisedTargetGuidance(tiny_core, cfg, "a red cube")
+        return guidance.denoised_target(x, t, cond, uncond, torch.Generator().manual_seed(0))
+
+    plain = target(0.0)
+    assert torch.equal(plain, target(0.0))  # seeded: the difference below is the rescale's
+    assert (plain - target(0.7)).abs().max() > 1e-4
 
 
 def _disc(radius, n=32, background=1.0):

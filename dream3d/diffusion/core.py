@@ -67,8 +67,9 @@ def cfg_rescale(guided: torch.Tensor, cond: torch.Tensor, rescale: float) -> tor
     Flawed", section 3.4): mix the guided model output with itself scaled to the conditional
     output's per-sample standard deviation, by ``rescale`` (0: unchanged; the paper uses 0.7).
 
-    Strong guidance over-saturates colours, most of all for v-prediction models; this pulls them
-    back. It is the formula of diffusers' ``rescale_noise_cfg`` (``StableDiffusionPipeline``'s
+    Strong guidance over-saturates colours, most of all for v-prediction models; when sampling
+    from noise this pulls them back (the bundled prior's eval, ``docs/prior.md``), though in the
+    denoised target it made the colour drift worse (``docs/benchmarks.md``). It is the formula of diffusers' ``rescale_noise_cfg`` (``StableDiffusionPipeline``'s
     ``guidance_rescale``, applied to the model's raw output, v for a v-prediction model),
     written here because that function's module imports transformers' image processors
     (``tests/test_diffusion_core.py`` checks the two agree).

@@ -70,6 +70,10 @@ class TargetConfig(GuidanceConfigBase):
         super().__post_init__()
         if self.denoise_steps < 1:
             raise UserError(f"guidance.denoise_steps {self.denoise_steps} must be >= 1")
+        if not 0 <= self.target_guidance_rescale <= 1:
+            raise UserError(
+                f"guidance.target_guidance_rescale {self.target_guidance_rescale} must be in [0, 1] (0: off; 0.7: Lin et al.)"
+            )
         if self.match_size_above is not None and not 0 <= self.match_size_above <= 1:
             raise UserError(
                 f"guidance.match_size_above {self.match_size_above} must be in [0, 1] (a fraction of "

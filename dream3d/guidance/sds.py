@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cameras import Cameras
+from ..errors import UserError
 from .base import Guidance, GuidanceConfigBase, GuidanceOutput
 
 
@@ -32,6 +33,13 @@ class SDSConfig(GuidanceConfigBase):
     guidance_rescale: float = 0.0  # diffusers' guidance_rescale (core.cfg_rescale); 0: textbook SDS
     weighting: Literal["sds", "uniform"] = "sds"
     grad_clip: float | None = None  # clip the latent gradient elementwise to [-c, c]
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.guidance_rescale <= 1:
+            raise UserError(
+                f"guidance.guidance_rescale {self.guidance_rescale} must be in [0, 1] (0: off; 0.7: Lin et al.)"
+            )
 
 
 class SDSGuidance(Guidance):
