@@ -75,6 +75,33 @@ def test_floaters_removed_and_colours_kept():
     assert mesh.volume == pytest.approx(4 / 3 * np.pi * 0.3 * 0.3 * 0.6, rel=0.15)
 
 
+class HazyShellField(EllipsoidField):
+    """A red ball (radius 0.5, dense) in a thin white haze (radius 0.52 to 0.56, density 3): seen
+    head-on the haze lets most of the red through, but grazing rays through it render more than
+    half opaque, so the render-matched iso surface lies at the haze's outer edge."""
+
+    def density(self, x):
+        r = x.norm(dim=-1)
+        return 100.0 * torch.sigmoid(200.0 * (0.5 - r)) + 3.0 * torch.sigmoid(200.0 * (0.56 - r))
+
+    def forward(self, x, normals=None):
+        hazy = (x.norm(dim=-1, keepdim=True) > 0.52).float()  # where the ball's density has faded
+        albedo = hazy * torch.tensor([1.0, 1.0, 1.0]) + (1 - hazy) * torch.tensor([0.9, 0.1, 0.1])
+        return {"sigma": self.density(x), "albedo": albedo}
+
+
+def test_vertex_colours_are_what_the_renders_show():
+    field = HazyShellField()
+    mesh, info = extract_mesh(field, 64)
+    radius = np.linalg.norm(mesh.vertices, axis=1)
+    assert radius.min() > 0.52  # the iso surface lies in the white haze ...
+    rgb = np.asarray(mesh.visual.vertex_colors)[:, :3].astype(int)
+    assert (rgb[:, 0] > 200).all() and (rgb[:, 1] < 80).all()  # ... but head-on the renders are red
+    assert info["colour_depth"] == pytest.approx(3 * 2.0 / 63)
+    at_vertex, _ = extract_mesh(field, 64, colour_depth=0)  # the albedo at the vertex: white
+    assert (np.asarray(at_vertex.visual.vertex_colors)[:, 1] > 200).all()
+
+
 def test_export_round_trip_is_y_up_with_colours(tmp_path):
     cfg = ExportConfig(resolution=48, turntable_frames=5, turntable_size=31, fps=5)
     summary = export_asset(EllipsoidField(), tmp_path, cfg)

@@ -15,7 +15,14 @@
    oriented outwards (positive signed volume).
 4. Floaters: connected components with fewer than ``keep_fraction`` of the largest component's
    faces are dropped (``trimesh.Trimesh.split``).
-5. Vertex colours: the field's albedo at the vertices (RGBA uint8), values stored as they are.
+5. Vertex colours (RGBA uint8): the albedo the renderer shows there, seen head-on
+   (:func:`rendered_vertex_colours`): the albedo volume-rendered along a short ray through the
+   vertex along its inward normal, from ``colour_depth`` outside to ``colour_depth`` inside
+   (``colour_depth`` 3 grid cells by default). Why not the albedo *at* the vertex: the iso level
+   is a shell of the density, and where a field's surface is soft the shell lies in the faint outer
+   layer, whose albedo is whatever the renders never see through (often near the background's
+   white: an orange cone rendered orange exported yellow). ``colour_depth=0`` takes the albedo at
+   the vertex.
 """
 
 from __future__ import annotations
@@ -80,12 +87,15 @@ def extract_mesh(
     keep_fraction: float = 0.1,
     chunk: int = 65536,
     grid: torch.Tensor | None = None,
+    colour_depth: float | None = None,
+    colour_samples: int = 24,
 ):
     """Marching-cubes mesh of ``field`` (``bound``, ``density(x)``, ``field(x)["albedo"]``) in WORLD
     coordinates (+Z up) with vertex colours (module docstring).
 
     Returns ``(mesh, info)``: a ``trimesh.Trimesh`` and ``{"threshold", "resolution",
-    "components_total", "components_kept", "faces", "vertices"}``.
+    "components_total", "components_kept", "faces", "vertices", "colour_depth"}``. ``colour_depth``
+    (world units; default 3 grid cells) and ``colour_samples``: :func:`rendered_vertex_colours`.
     """
     bound = float(field.bound)
     device = next(iter(field.parameters()), torch.empty(0)).device
@@ -101,27 +111,75 @@ def extract_mesh(
     if len(faces) == 0:
         raise UserError(f"marching cubes found no surface at level {level:.4g}; pass another threshold")
     verts = verts * (2.0 * bound / (resolution - 1)) - bound
-    mesh = trimesh.Trimesh(verts, faces.astype(np.int64), process=False)
-    parts = mesh.split(only_watertight=False)
-    total = len(parts)
-    if total > 1:
-        sizes = np.array([len(p.faces) for p in parts])
-        keep = [p for p, s in zip(parts, sizes) if s >= keep_fraction * sizes.max()]
-        mesh = trimesh.util.concatenate(keep)
-    else:
-        keep = parts
-    if mesh.volume < 0:
-        mesh.invert()
-    pts = torch.as_tensor(mesh.vertices, dtype=torch.float32, device=device)
-    albedo = torch.cat([field(p)["albedo"].float() for p in pts.split(chunk)]).clamp(0, 1).cpu().numpy()
-    rgba = np.concatenate([np.round(albedo * 255), np.full((len(albedo), 1), 255)], 1).astype(np.uint8)
-    mesh = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=rgba, process=False)
+    mesh, total, kept = drop_floaters(verts, faces.astype(np.int64), keep_fraction)
+    if colour_depth is None:
+        colour_depth = 3.0 * 2.0 * bound / (resolution - 1)
+    mesh = with_vertex_colours(mesh, rendered_vertex_colours(field, mesh, colour_depth, colour_samples, chunk))
     info = {
         "threshold": level,
         "resolution": resolution,
         "components_total": total,
-        "components_kept": len(keep),
+        "components_kept": kept,
         "faces": int(len(mesh.faces)),
         "vertices": int(len(mesh.vertices)),
+        "colour_depth": float(colour_depth),
     }
     return mesh, info
+
+
+def drop_floaters(verts, faces, keep_fraction: float) -> tuple[trimesh.Trimesh, int, int]:
+    """A mesh of ``verts (N, 3)`` and ``faces (F, 3)`` without the connected components that have
+    fewer than ``keep_fraction`` of the largest one's faces, turned outwards (positive signed
+    volume); also returns the numbers of components found and kept."""
+    mesh = trimesh.Trimesh(verts, faces, process=False)
+    parts = mesh.split(only_watertight=False)
+    total = kept = len(parts)
+    if total > 1:
+        sizes = np.array([len(p.faces) for p in parts])
+        keep = [p for p, s in zip(parts, sizes) if s >= keep_fraction * sizes.max()]
+        kept = len(keep)
+        mesh = trimesh.util.concatenate(keep)
+    if mesh.volume < 0:
+        mesh.invert()
+    return mesh, total, kept
+
+
+def with_vertex_colours(mesh: trimesh.Trimesh, rgb: torch.Tensor) -> trimesh.Trimesh:
+    """``mesh`` with vertex colours ``rgb (V, 3)`` in [0, 1] stored as RGBA uint8 (opaque)."""
+    rgb = rgb.detach().float().clamp(0, 1).cpu().numpy()
+    rgba = np.concatenate([np.round(rgb * 255), np.full((len(rgb), 1), 255)], 1).astype(np.uint8)
+    return trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=rgba, process=False)
+
+
+@torch.no_grad()
+def rendered_vertex_colours(
+    field, mesh: trimesh.Trimesh, depth: float, samples: int = 24, chunk: int = 65536
+) -> torch.Tensor:
+    """``(V, 3)`` colours of ``mesh``'s vertices as the volume renderer shows them (module docstring,
+    step 5): along ``x(s) = v - s n`` (``n`` the outward vertex normal, ``s`` from ``-depth`` to
+    ``depth`` in ``samples`` steps of ``h``), ``alpha_i = 1 - exp(-sigma_i h)``, ``w_i = alpha_i
+    prod_{j<i} (1 - alpha_j)`` (no density outside the box) and the colour ``sum w_i albedo_i / sum w_i``. Where the ray sees
+    (almost) nothing (``sum w_i < 1e-4``) the albedo at the vertex is used; ``depth=0``: always."""
+    device = next(iter(field.parameters()), torch.empty(0)).device
+    verts = torch.as_tensor(mesh.vertices, dtype=torch.float32, device=device)
+    at_vertex = torch.cat([field(p)["albedo"].float() for p in verts.split(chunk)])
+    if depth <= 0:
+        return at_vertex.clamp(0, 1).cpu()
+    normals = torch.as_tensor(np.array(mesh.vertex_normals), dtype=torch.float32, device=device)
+    s = torch.linspace(-depth, depth, samples, device=device)  # outside (-) to inside (+)
+    h = 2.0 * depth / (samples - 1)
+    colours, weights = [], []
+    per_chunk = max(1, chunk // samples)
+    for v, n in zip(verts.split(per_chunk), normals.split(per_chunk)):
+        pts = (v[:, None] - s[None, :, None] * n[:, None]).reshape(-1, 3)
+        out = field(pts)
+        inside = (pts.abs() <= field.bound).all(-1)  # the renderers see nothing outside the box
+        sigma = torch.where(inside, out["sigma"].float(), 0.0).reshape(len(v), samples)
+        albedo = out["albedo"].float().reshape(len(v), samples, 3)
+        alpha = 1.0 - torch.exp(-sigma.clamp(min=0) * h)
+        trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1]], 1), 1)
+        w = alpha * trans
+        colours.append((w[..., None] * albedo).sum(1) / w.sum(1, keepdim=True).clamp(min=1e-12))
+        weights.append(w.sum(1))
+    seen = torch.where(torch.cat(weights)[:, None] >= 1e-4, torch.cat(colours), at_vertex)
+    return seen.clamp(0, 1).cpu()
