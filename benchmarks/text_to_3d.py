@@ -117,6 +117,13 @@ def main() -> None:
         metavar="PNG",
         help="also save the RGB row of each run's last validation grid, two runs per row",
     )
+    p.add_argument(
+        "--from-runs",
+        default=None,
+        metavar="DIR",
+        help="a coarse-to-fine --config: start each fine stage from the finished run of the same prompt and seed "
+        "in DIR (e.g. an earlier --out of configs/shapes-dreamfusion.yaml); its mesh is the coarse asset",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args()
     prompts = args.prompts
@@ -152,6 +159,8 @@ def main() -> None:
         cmd = [sys.executable, "-m", "dream3d", "txt2mesh", prompt, "-o", str(out), "--seed", str(seed)]
         cmd += ["--config", config] + (["--model", args.model] if args.model else [])
         cmd += list(args.overrides)
+        if args.from_runs:
+            cmd += ["--from", str(Path(args.from_runs) / out.name)]
         if args.score_only or args.reexport:  # the earlier run's exit status, wall time and peak memory
             done = json.loads((out / "bench.json").read_text()) if (out / "bench.json").is_file() else {}
             if args.reexport and done.get("returncode") == 0:
@@ -196,14 +205,22 @@ def main() -> None:
             score = score_asset(load_asset(out / "mesh.ply"), prompt)
             others = [v for k, v in score["shape_ious"].items() if k != score["shape"]]
             margin = score["shape_ious"][score["shape"]] - max(others)
-            results.append(
-                {"prompt": prompt, "seed": seed, "seconds": wall, "peak_mb": peak, "margin": margin, **score}
-            )
+            result = {"prompt": prompt, "seed": seed, "seconds": wall, "peak_mb": peak, "margin": margin, **score}
+            coarse_mesh = Path(args.from_runs) / out.name if args.from_runs else out / "coarse"
+            if (coarse_mesh / "mesh.ply").is_file():  # a coarse-to-fine run: its coarse stage's asset too
+                coarse = score_asset(load_asset(coarse_mesh / "mesh.ply"), prompt)
+                keys = ("iou", "predicted_shape", "shape_right", "predicted_colour", "colour_right", "colour_error")
+                result["coarse"] = {k: coarse[k] for k in keys}
+                result["stage_seconds"] = {k: v["seconds"] for k, v in metrics.get("stages", {}).items()}
+                if args.from_runs:  # the coarse stage ran there
+                    earlier = json.loads((coarse_mesh / "metrics.json").read_text())
+                    result["stage_seconds"] = {"coarse": earlier["seconds"], **result["stage_seconds"]}
+            results.append(result)
             rows.append(
                 [
                     prompt,
                     seed,
-                    f"{score['iou']:.3f}",
+                    f"{score['iou']:.3f}" + (f" (coarse {result['coarse']['iou']:.3f})" if "coarse" in result else ""),
                     f"{margin:+.3f}",
                     score["predicted_shape"],
                     score["predicted_colour"],
@@ -231,6 +248,20 @@ def main() -> None:
         "best_fixed_shape": {"shape": best_fixed, **fixed[best_fixed]},
     }
     summary["margin_over_fixed"] = summary["mean_iou"] - fixed[best_fixed]["mean_iou"]
+    staged = [r for r in ok if "coarse" in r]
+    if staged:  # coarse to fine: what the fine stage added over the coarse asset it started from
+        summary["coarse"] = {
+            "runs": len(staged),
+            "mean_iou": sum(r["coarse"]["iou"] for r in staged) / len(staged),
+            "shape_right": sum(r["coarse"]["shape_right"] for r in staged) / len(staged),
+            "colour_right": sum(r["coarse"]["colour_right"] for r in staged) / len(staged),
+            "mean_colour_error": sum(r["coarse"]["colour_error"] for r in staged) / len(staged),
+        }
+        summary["fine_gain"] = sum(r["iou"] - r["coarse"]["iou"] for r in staged) / len(staged)
+        summary["mean_colour_error"] = sum(r["colour_error"] for r in staged) / len(staged)
+        summary["max_stage_seconds"] = {
+            k: max(r["stage_seconds"].get(k, 0.0) for r in staged) for k in staged[0]["stage_seconds"]
+        }
     print(f"{machine()}; set {set_name}, seeds {args.seeds}, {args.jobs} at a time; runs in {root}")
     print_table(headers, rows)
     print(
@@ -246,6 +277,14 @@ def main() -> None:
         f"{summary['colour_right']:.0%} (>= {t['colour_right']:.0%}), max {summary['max_seconds']:.0f} s "
         f"(<= {t['seconds']} alone), max {summary['max_peak_mb']} MiB (<= {t['peak_mb']})"
     )
+    if staged:
+        c = summary["coarse"]
+        print(
+            f"coarse stage: mean IoU {c['mean_iou']:.3f}, shape right {c['shape_right']:.0%}, colour right "
+            f"{c['colour_right']:.0%}, mean colour error {c['mean_colour_error']:.3f}; the fine stage: "
+            f"{summary['fine_gain']:+.3f} mean IoU, mean colour error {summary['mean_colour_error']:.3f}; slowest "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in summary["max_stage_seconds"].items())
+        )
     if args.picture:
         save_picture(args.picture, [root / f"{r['prompt'].replace(' ', '-')}-seed{r['seed']}" for r in ok])
     write_results(

@@ -420,6 +420,10 @@ class Cameras:
         """Camera centres ``(B, 3)``."""
         return self.c2w[:, :3, 3]
 
+    def resized(self, height: int, width: int) -> Cameras:
+        """The same cameras at another resolution (same vertical field of view)."""
+        return replace(self, focal_px=self.focal_px * (height / self.height), height=height, width=width)
+
     def rays(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(origins, directions)``, each ``(B, H, W, 3)``, unit directions (:func:`rays_batch`)."""
         return rays_batch(self.c2w, self.focal_px, self.height, self.width)

@@ -16,7 +16,7 @@ run = config + prompt -> output folder:
 from __future__ import annotations
 
 import resource
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,26 @@ from .diffusion.core import LatentDiffusion
 from .diffusion.devices import dtype_name, resolve_device
 from .errors import UserError
 from .export import ExportConfig
+from .geometry.dmtet import DMTetConfig
 from .io import ensure_writable_dir, write_json
 from .prior.vocabulary import warn_unknown_words
+from .renderers.mesh import MeshRendererConfig
 from .systems.dreamfusion import DreamFusion, DreamFusionConfig
 from .trainer import Stage, StagedRun
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped in the package; ./configs links here
+
+
+@dataclass
+class FineStageConfig(DreamFusionConfig):
+    """The fine stage (Magic3D): the same system on a DMTet mesh started from the coarse NeRF,
+    rasterised; every part's section is its own (nothing is inherited from the coarse stage)."""
+
+    geometry: DMTetConfig = field(default_factory=DMTetConfig)
+    renderer: MeshRendererConfig = field(default_factory=MeshRendererConfig)
+    steps: int = 500
+    val_every: int = 100
+    checkpoint_every: int = 100
 
 
 @dataclass
@@ -49,6 +63,7 @@ class Txt2MeshConfig(DreamFusionConfig):
     val_every: int = 200
     checkpoint_every: int = 200
     max_skipped_steps: int = 20  # consecutive non-finite steps before the run stops
+    fine: FineStageConfig | None = None  # Magic3D's fine stage after this (coarse) one; None: none
 
 
 def default_config_path(model: str | None) -> Path:
@@ -76,48 +91,132 @@ def load_txt2mesh_config(
     return load_config(Txt2MeshConfig, path, overrides, values=given)
 
 
-def run_txt2mesh(cfg: Txt2MeshConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+def run_txt2mesh(
+    cfg: Txt2MeshConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    start_from: str | Path | None = None,
+) -> dict:
     """Optimise, validate, checkpoint and export; returns ``metrics.json``'s content.
 
-    Ctrl-C stops after the running step with a checkpoint, exports what the run has and writes
-    ``metrics.json`` (``"interrupted": true``) before the interrupt propagates.
+    With a ``fine`` section the coarse stage (a NeRF) is followed by the fine stage (a DMTet mesh
+    started from it); the coarse stage's own mesh goes to ``coarse/``, the final asset to ``out``.
+    ``start_from``: the folder of an earlier run whose finished coarse stage the fine stage starts
+    from (only the fine stage runs here). Ctrl-C stops after the running step with a checkpoint,
+    exports what the run has and writes ``metrics.json`` (``"interrupted": true``) before the
+    interrupt propagates.
     """
     if not cfg.prompt.strip():
         raise UserError('the prompt is empty; pass some text, e.g. dream3d txt2mesh "a red cube"')
-    if cfg.steps < 1:
-        raise UserError(f"steps must be at least 1, got {cfg.steps}")
+    for name, steps in [("steps", cfg.steps)] + ([("fine.steps", cfg.fine.steps)] if cfg.fine else []):
+        if steps < 1:
+            raise UserError(f"{name} must be at least 1, got {steps}")
+    if start_from is not None and cfg.fine is None:
+        raise UserError("--from starts a fine stage, but this config has none; use configs/shapes-magic3d.yaml")
     out = ensure_writable_dir(out)
     device = resolve_device(cfg.device)
-    # The stage builds its system when it starts, from the prior loaded below.
-    stage = Stage(
-        "coarse",
-        cfg.steps,
-        cfg.seed,
-        build=lambda: DreamFusion(cfg, cfg.prompt, core, device, cfg.seed),
-        desc="txt2mesh",
-        checkpoint_every=cfg.checkpoint_every,
-        val_every=cfg.val_every,
-        val_dir=out / "val",
-        max_skipped_steps=cfg.max_skipped_steps,
-    )
-    run = StagedRun(
-        [stage], out / "checkpoints", resume=resume, progress=progress, meta={"prompt": cfg.prompt, "seed": cfg.seed}
-    )
+    coarse = None if start_from is None else _finished_coarse_stage(start_from, cfg, device)
+    stages = []
+    if coarse is None:
+        stages.append(
+            Stage(
+                "coarse",
+                cfg.steps,
+                cfg.seed,
+                build=lambda: DreamFusion(cfg, cfg.prompt, core, device, cfg.seed),
+                finish=lambda task, trainer: _finish_stage(
+                    task, trainer, out / "coarse" if cfg.fine else None, cfg.export
+                ),
+                desc="txt2mesh" if cfg.fine is None else "txt2mesh coarse",
+                checkpoint_every=cfg.checkpoint_every,
+                val_every=cfg.val_every,
+                val_dir=out / "val",
+                max_skipped_steps=cfg.max_skipped_steps,
+            )
+        )
+    if cfg.fine is not None:
+        fine = cfg.fine
+        stages.append(
+            Stage(
+                "fine",
+                fine.steps,
+                cfg.seed,
+                # the stage before this one has just finished: its system is run.task
+                build=lambda: DreamFusion(
+                    fine, cfg.prompt, core, device, cfg.seed, source=(coarse or run.task).geometry
+                ),
+                finish=lambda task, trainer: _finish_stage(task, trainer),
+                desc="txt2mesh fine",
+                checkpoint_every=fine.checkpoint_every,
+                val_every=fine.val_every,
+                val_dir=out / "val-fine",
+                max_skipped_steps=cfg.max_skipped_steps,
+            )
+        )
+    meta = {"prompt": cfg.prompt, "seed": cfg.seed}
+    run = StagedRun(stages, out / "checkpoints", resume=resume, progress=progress, meta=meta)
     run.check_start(out)
     if cfg.model in (None, "shapes"):
         warn_unknown_words(cfg.prompt)
-    core = LatentDiffusion.from_pretrained(cfg.model, device=device, dtype=cfg.dtype)
+    core = (
+        coarse.guidance.core
+        if coarse is not None
+        else LatentDiffusion.from_pretrained(cfg.model, device=device, dtype=cfg.dtype)
+    )
     save_config(cfg, out / "config.yaml")
     try:
-        run.run()
+        stage_records = run.run()
     except KeyboardInterrupt:
         if run.task is not None:
             info = _export_quietly(run.task, out, cfg.export)
             write_json(out / "metrics.json", {**_metrics(cfg, run, core, info), "interrupted": True})
         raise
-    metrics = _metrics(cfg, run, core, run.task.export(out, cfg.export))
+    metrics = _metrics(cfg, run, core, run.task.export(out, cfg.export), stage_records)
+    if start_from is not None:
+        metrics["started_from"] = str(start_from)
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _finished_coarse_stage(folder: str | Path, cfg: Txt2MeshConfig, device) -> DreamFusion:
+    """The coarse system of the earlier run in ``folder``, loaded from its finished checkpoint."""
+    folder = Path(folder)
+    checkpoint, config = folder / "checkpoints" / "coarse.pt", folder / "config.yaml"
+    if not checkpoint.is_file() or not config.is_file():
+        raise UserError(f"'{folder}' holds no txt2mesh run (config.yaml, checkpoints/coarse.pt); pass a run folder")
+    earlier = load_config(Txt2MeshConfig, config)
+    if earlier.prompt != cfg.prompt:
+        raise UserError(f"the run in '{folder}' is for {earlier.prompt!r}, not {cfg.prompt!r}; use its prompt")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if state.get("step") != earlier.steps:
+        raise UserError(
+            f"the coarse stage in '{folder}' stopped at step {state.get('step')} of {earlier.steps}; "
+            f"finish it first with dream3d txt2mesh ... -o {folder} --resume"
+        )
+    core = LatentDiffusion.from_pretrained(earlier.model, device=device, dtype=earlier.dtype)
+    system = DreamFusion(earlier, earlier.prompt, core, device, earlier.seed)
+    system.load_state_dict(state["task"])
+    return system
+
+
+def _finish_stage(system: DreamFusion, trainer, export_to: Path | None = None, cfg: ExportConfig | None = None):
+    """A finished stage's record for ``metrics.json``; with ``export_to``, also its mesh files there
+    (the coarse stage of a coarse-to-fine run: ``coarse/``, no turntable)."""
+    record = {
+        "steps": trainer.step,
+        "seconds": round(trainer.seconds, 1),
+        "peak_memory_mb_so_far": round(_peak_mb(system.device)),
+    }
+    if export_to is not None:
+        record["export"] = system.export(export_to, replace(cfg, turntable_formats=()))
+    return record
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _export_quietly(system: DreamFusion, out: Path, cfg: ExportConfig) -> dict:
@@ -127,26 +226,26 @@ def _export_quietly(system: DreamFusion, out: Path, cfg: ExportConfig) -> dict:
         return {"error": str(e)}
 
 
-def _metrics(cfg: Txt2MeshConfig, run: StagedRun, core: LatentDiffusion, export_info: dict) -> dict:
+def _metrics(
+    cfg: Txt2MeshConfig, run: StagedRun, core: LatentDiffusion, export_info: dict, stages: dict | None = None
+) -> dict:
     trainer, system = run.trainer, run.task
-    if system.device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(system.device) / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     last = trainer.history[-50:]
+    stages = stages or {}
     return {
         "prompt": cfg.prompt,
         "seed": cfg.seed,
-        "steps": trainer.step,
-        "seconds": round(trainer.seconds, 1),
+        "steps": sum(r["steps"] for r in stages.values()) if stages else trainer.step,
+        "seconds": round(sum(r["seconds"] for r in stages.values()) if stages else trainer.seconds, 1),
         "steps_per_second": round(trainer.step / trainer.seconds, 3) if trainer.seconds else None,
-        "peak_memory_mb": round(peak),
+        "peak_memory_mb": round(_peak_mb(system.device)),
         "device": str(system.device),
         "dtype": dtype_name(core.dtype),
         "model": core.source,
         **system.geometry.describe(),
         "skipped_steps": trainer.skipped,
         "final_loss": sum(h["loss"] for h in last) / max(1, len(last)),
+        **({"stages": stages} if len(stages) > 1 or cfg.fine is not None else {}),
         "export": export_info,
     }
 

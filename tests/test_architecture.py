@@ -12,7 +12,7 @@ from dream3d.geometry import GEOMETRY
 from dream3d.guidance import GUIDANCE, GuidanceConfig
 from dream3d.renderers import BACKGROUNDS, MATERIALS, RENDERERS
 from dream3d.renderers.backgrounds import BackgroundConfig
-from dream3d.text_to_3d import Txt2MeshConfig
+from dream3d.text_to_3d import FineStageConfig, Txt2MeshConfig
 
 ROOT = Path(dream3d.__file__).resolve().parent.parent
 PACKAGES = ("dream3d", "stereo")
@@ -117,9 +117,10 @@ def test_kind_tables_match_the_configs():
         kinds = kind_classes(config_type)
         assert list(kinds) == list(table)
         assert default.kind == next(iter(kinds))  # the first kind is the default
-    for table, default in [
-        (GEOMETRY, defaults.geometry),
-        (RENDERERS, defaults.renderer),
-        (MATERIALS, defaults.material),
+    fine = FineStageConfig()  # the coarse stage's parts come first, the fine (mesh) stage's after
+    for table, coarse, refined in [
+        (GEOMETRY, defaults.geometry, fine.geometry),
+        (RENDERERS, defaults.renderer, fine.renderer),
+        (MATERIALS, defaults.material, fine.material),
     ]:
-        assert list(table) == [default.kind]
+        assert list(table) == list(dict.fromkeys([coarse.kind, refined.kind]))

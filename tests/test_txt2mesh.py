@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from txt2mesh_fast import FAST as BASE_FAST
 
 import dream3d
 from dream3d.cli import main
@@ -20,24 +21,7 @@ from dream3d.systems.dreamfusion import DreamFusion
 from dream3d.text_to_3d import default_config_path, load_txt2mesh_config, run_txt2mesh
 from dream3d.trainer import Trainer
 
-FAST = [
-    "cameras.height=16",
-    "cameras.width=16",
-    "cameras.batch=1",
-    "renderer.sampler.num_samples=24",
-    "renderer.grid.resolution=16",
-    "renderer.grid.warmup_steps=2",
-    "renderer.grid.update_every=2",
-    "export.resolution=24",
-    "export.turntable_frames=2",
-    "export.turntable_size=16",
-    "guidance.kind=target",
-    "guidance.denoise_steps=2",
-    "val_every=0",
-    "val_size=16",
-    "material.albedo_warmup_steps=1",
-    "regularizers.opacity_entropy=0.01",
-]
+FAST = BASE_FAST + ["regularizers.opacity_entropy=0.01"]
 
 
 def cfg_for(model, *extra):

@@ -1,4 +1,5 @@
-"""``dream3d txt2mesh PROMPT``: text to a textured mesh and a turntable (score distillation into a NeRF)."""
+"""``dream3d txt2mesh PROMPT``: text to a mesh and a turntable (score distillation into a NeRF, then,
+with a ``fine:`` stage, into a DMTet mesh)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ def register(sub) -> None:
     p.add_argument("--model", default=None, help="folder in diffusers layout, hub id, or 'shapes' (default)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the config's, 0)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its checkpoint")
+    p.add_argument(
+        "--from",
+        dest="start_from",
+        default=None,
+        metavar="RUN_DIR",
+        help="start the fine stage (a config with fine:, e.g. configs/shapes-magic3d.yaml) from the finished "
+        "coarse stage of the run in RUN_DIR",
+    )
     add_device_args(p)
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument(
@@ -33,7 +42,7 @@ def run(args) -> int:
     overrides += [f"dtype={args.dtype}"] if args.dtype else []
     cfg = load_txt2mesh_config(args.prompt, args.config, args.model, args.seed, overrides)
     try:
-        metrics = run_txt2mesh(cfg, args.output, resume=args.resume)
+        metrics = run_txt2mesh(cfg, args.output, resume=args.resume, start_from=args.start_from)
     except KeyboardInterrupt:
         print(f"interrupted: checkpoint and partial export in {args.output}/; continue with --resume")
         raise

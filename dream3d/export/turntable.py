@@ -23,6 +23,7 @@ from ..errors import UserError
 from ..io import atomic_path
 from ..renderers.base import Renderer
 from ..renderers.materials import lambert
+from .texture import is_textured, sample_texture, texture_image
 
 
 def turntable_cameras(
@@ -37,12 +38,18 @@ def turntable_cameras(
 
 
 def render_mesh_views(mesh_world, cameras: list[Camera], background=(1.0, 1.0, 1.0)) -> np.ndarray:
-    """Ray-cast a vertex-coloured world-frame mesh: ``(N, H, W, 3)`` uint8 frames (module docstring)."""
+    """Ray-cast a vertex-coloured or textured world-frame mesh: ``(N, H, W, 3)`` uint8 frames
+    (module docstring)."""
     import open3d as o3d  # noqa: PLC0415 - deferred: ~1 s to import, and GPU machines without it export with turntable_formats: []
 
     v = np.asarray(mesh_world.vertices, dtype=np.float32)
     f = np.asarray(mesh_world.faces, dtype=np.uint32)
-    colors = np.asarray(mesh_world.visual.vertex_colors)[:, :3].astype(np.float64) / 255.0
+    textured = is_textured(mesh_world)
+    if textured:
+        uvs = np.asarray(mesh_world.visual.uv, dtype=np.float64)
+        image = texture_image(mesh_world)
+    else:
+        colors = np.asarray(mesh_world.visual.vertex_colors)[:, :3].astype(np.float64) / 255.0
     vn = np.asarray(mesh_world.vertex_normals, dtype=np.float64)
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(v), o3d.core.Tensor(f))
@@ -58,7 +65,10 @@ def render_mesh_views(mesh_world, cameras: list[Camera], background=(1.0, 1.0, 1
         if ok.any():
             tri = f[prim[ok]].astype(np.int64)
             bary = np.stack([1.0 - uv[ok, 0] - uv[ok, 1], uv[ok, 0], uv[ok, 1]], -1)[..., None]
-            albedo = (colors[tri] * bary).sum(1)
+            if textured:
+                albedo = sample_texture(image, (uvs[tri] * bary).sum(1))
+            else:
+                albedo = (colors[tri] * bary).sum(1)
             normal = (vn[tri] * bary).sum(1)
             normal /= np.linalg.norm(normal, axis=-1, keepdims=True) + 1e-12
             to_cam = -d.reshape(-1, 3)[ok]
@@ -78,7 +88,8 @@ def render_field_views(renderer: Renderer, cameras: list[Camera]) -> np.ndarray:
 def render_turntable(
     source, n: int = 36, size: int = 256, elevation: float = 15.0, fov: float = 40.0, radius: float | None = None
 ) -> np.ndarray:
-    """Turntable frames ``(n, H, W, 3)`` uint8 of a world-frame ``trimesh.Trimesh`` (ray-cast) or a
+    """Turntable frames ``(n, H, W, 3)`` uint8 of a world-frame ``trimesh.Trimesh`` (ray-cast; vertex
+    colours or a texture) or a
     :class:`~dream3d.renderers.base.Renderer` (rendered). ``radius`` of the framed sphere defaults
     to the mesh's farthest vertex, or the renderer's box half-diagonal."""
     if isinstance(source, Renderer):

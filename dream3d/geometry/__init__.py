@@ -3,6 +3,7 @@
 ``geometry: {kind: ...}`` in a run's config picks the class from :data:`GEOMETRY`.
 """
 
+from .dmtet import DMTetGeometry
 from .nerf import NeRFGeometry
 
-GEOMETRY = {"nerf": NeRFGeometry}
+GEOMETRY = {"nerf": NeRFGeometry, "dmtet": DMTetGeometry}

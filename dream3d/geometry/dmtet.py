@@ -39,10 +39,12 @@ Coarse to fine (:meth:`DMTetGeometry.create_from`, from any density geometry: ``
    inside/outside split, is the density's; the scale is world units, as from scratch, so one
    ``lr_sdf`` fits both starts.
 3. Texture: ``init_texture_steps`` Adam steps (rate ``init_texture_lr``, batches of 4,096) of the
-   mean squared error between :meth:`DMTetGeometry.albedo` and the other geometry's albedo at
-   ``init_texture_points`` points sampled on the initial mesh (area-weighted) and jittered by
-   ``N(0, (h / 4)^2)``. Deterministic (its own seeded generator). ``init_info`` keeps the level and
-   the final error.
+   mean squared error between :meth:`DMTetGeometry.albedo` at ``init_texture_points`` points
+   sampled on the initial mesh (area-weighted) and jittered by ``N(0, (h / 4)^2)``, and the colour
+   the other geometry's renders show at the unjittered point (seen head-on along the face normal,
+   :func:`~dream3d.geometry.isosurface.rendered_colours`, 3 cells of the ``init_resolution`` grid
+   each side: what its own export's vertex colours are). Deterministic (its own seeded generator).
+   ``init_info`` keeps the level and the final error.
 
 From another DMTet of the same architecture it copies the weights.
 """
@@ -60,7 +62,7 @@ from torch.nn import functional as F
 from ..errors import UserError
 from .base import Geometry
 from .hashgrid import HashGridConfig, make_encoding
-from .isosurface import auto_threshold, density_grid, drop_floaters, with_vertex_colours
+from .isosurface import auto_threshold, density_grid, drop_floaters, rendered_colours, with_vertex_colours
 from .marching_tets import TetSurface, marching_tets
 from .nerf import mlp
 from .tetgrid import TetGrid, make_tet_grid, signed_volumes
@@ -182,6 +184,8 @@ class DMTetGeometry(Geometry):
         u = ((x + self.bound) / (2.0 * self.bound)).clamp(0.0, 1.0)
         return torch.sigmoid(self.texture_net(self.encoding(u)).float())
 
+    texture_field = albedo  # the exporter's protocol: a geometry with texture_field gets a baked texture
+
     def describe(self) -> dict:
         out = {
             "encoding_backend": self.encoding.backend,
@@ -254,10 +258,12 @@ class DMTetGeometry(Geometry):
             pick = torch.multinomial(area + 1e-20, k, replacement=True, generator=gen)
             r1, r2 = torch.rand(k, 1, generator=gen).sqrt(), torch.rand(k, 1, generator=gen)
             t = tri[pick]
-            pts = (1 - r1) * t[:, 0] + r1 * (1 - r2) * t[:, 1] + r1 * r2 * t[:, 2]  # uniform on the triangle
-            pts = pts + torch.randn(k, 3, generator=gen) * (self.cell_size / 4)
-            pts = pts.to(self.device)
-            target = torch.cat([other(p)["albedo"].float() for p in pts.split(65536)]).clamp(0, 1)
+            on_surface = (1 - r1) * t[:, 0] + r1 * (1 - r2) * t[:, 1] + r1 * r2 * t[:, 2]  # uniform on the triangle
+            normals = F.normalize(torch.linalg.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0], dim=-1), dim=-1)
+            pts = (on_surface + torch.randn(k, 3, generator=gen) * (self.cell_size / 4)).to(self.device)
+            # what the other geometry's renders show at the surface point (its export's vertex colours)
+            depth = 3.0 * 2.0 * float(other.bound) / (cfg.init_resolution - 1)
+            target = rendered_colours(other, on_surface.to(self.device), normals.to(self.device), depth)
         params = list(self.encoding.parameters()) + list(self.texture_net.parameters())
         opt = torch.optim.Adam(params, lr=cfg.init_texture_lr, eps=1e-15)
         loss = torch.tensor(float("nan"))

@@ -156,21 +156,31 @@ def rendered_vertex_colours(
     field, mesh: trimesh.Trimesh, depth: float, samples: int = 24, chunk: int = 65536
 ) -> torch.Tensor:
     """``(V, 3)`` colours of ``mesh``'s vertices as the volume renderer shows them (module docstring,
-    step 5): along ``x(s) = v - s n`` (``n`` the outward vertex normal, ``s`` from ``-depth`` to
-    ``depth`` in ``samples`` steps of ``h``), ``alpha_i = 1 - exp(-sigma_i h)``, ``w_i = alpha_i
-    prod_{j<i} (1 - alpha_j)`` (no density outside the box) and the colour ``sum w_i albedo_i / sum w_i``. Where the ray sees
-    (almost) nothing (``sum w_i < 1e-4``) the albedo at the vertex is used; ``depth=0``: always."""
+    step 5; :func:`rendered_colours` at the vertices along their outward normals), on the CPU."""
     device = next(iter(field.parameters()), torch.empty(0)).device
     verts = torch.as_tensor(mesh.vertices, dtype=torch.float32, device=device)
-    at_vertex = torch.cat([field(p)["albedo"].float() for p in verts.split(chunk)])
-    if depth <= 0:
-        return at_vertex.clamp(0, 1).cpu()
     normals = torch.as_tensor(np.array(mesh.vertex_normals), dtype=torch.float32, device=device)
-    s = torch.linspace(-depth, depth, samples, device=device)  # outside (-) to inside (+)
+    return rendered_colours(field, verts, normals, depth, samples, chunk).cpu()
+
+
+@torch.no_grad()
+def rendered_colours(
+    field, points: torch.Tensor, normals: torch.Tensor, depth: float, samples: int = 24, chunk: int = 65536
+) -> torch.Tensor:
+    """``(N, 3)`` colours of a density ``field`` at surface ``points (N, 3)`` seen head-on, along
+    their outward ``normals (N, 3)``: along ``x(s) = p - s n`` (``s`` from ``-depth`` to ``depth``
+    in ``samples`` steps of ``h``), ``alpha_i = 1 - exp(-sigma_i h)``, ``w_i = alpha_i prod_{j<i}
+    (1 - alpha_j)`` (no density outside the box) and the colour ``sum w_i albedo_i / sum w_i``. Where
+    the ray sees (almost) nothing (``sum w_i < 1e-4``) the albedo at the point is used;
+    ``depth=0``: always."""
+    at_point = torch.cat([field(p)["albedo"].float() for p in points.split(chunk)])
+    if depth <= 0:
+        return at_point.clamp(0, 1)
+    s = torch.linspace(-depth, depth, samples, device=points.device)  # outside (-) to inside (+)
     h = 2.0 * depth / (samples - 1)
     colours, weights = [], []
     per_chunk = max(1, chunk // samples)
-    for v, n in zip(verts.split(per_chunk), normals.split(per_chunk)):
+    for v, n in zip(points.split(per_chunk), normals.split(per_chunk)):
         pts = (v[:, None] - s[None, :, None] * n[:, None]).reshape(-1, 3)
         out = field(pts)
         inside = (pts.abs() <= field.bound).all(-1)  # the renderers see nothing outside the box
@@ -181,5 +191,5 @@ def rendered_vertex_colours(
         w = alpha * trans
         colours.append((w[..., None] * albedo).sum(1) / w.sum(1, keepdim=True).clamp(min=1e-12))
         weights.append(w.sum(1))
-    seen = torch.where(torch.cat(weights)[:, None] >= 1e-4, torch.cat(colours), at_vertex)
-    return seen.clamp(0, 1).cpu()
+    seen = torch.where(torch.cat(weights)[:, None] >= 1e-4, torch.cat(colours), at_point)
+    return seen.clamp(0, 1)

@@ -6,6 +6,9 @@ config pick the classes from :data:`RENDERERS`, :data:`MATERIALS` and :data:`BAC
 
 from .backgrounds import BACKGROUNDS
 from .materials import MATERIALS
-from .volume import RENDERERS
+from .mesh import MeshRenderer
+from .volume import VolumeRenderer
+
+RENDERERS = {"volume": VolumeRenderer, "mesh": MeshRenderer}
 
 __all__ = ["BACKGROUNDS", "MATERIALS", "RENDERERS"]

@@ -241,6 +241,3 @@ def _empty_field_out(pts, normal_method):
     if normal_method is not None:
         out["normal"] = pts.new_zeros(0, 3)
     return out
-
-
-RENDERERS = {"volume": VolumeRenderer}

@@ -26,6 +26,8 @@ class OptimConfig:
     lr_encoding: float = 1e-2
     lr_network: float = 1e-3
     lr_background: float = 1e-3
+    lr_sdf: float = 1e-3  # a DMTet's SDF values (world units)
+    lr_deformation: float = 1e-2  # a DMTet's vertex offsets (before tanh)
     betas: tuple[float, float] = (0.9, 0.99)
     eps: float = 1e-15
     weight_decay: float = 0.0

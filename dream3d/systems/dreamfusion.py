@@ -1,16 +1,20 @@
-"""DreamFusion as threestudio runs it: text to 3D by score distillation into a NeRF.
+"""DreamFusion as threestudio runs it: text to 3D by score distillation into a NeRF; with a mesh
+geometry and renderer, Magic3D's fine stage.
 
-Parts (each chosen by ``kind:`` in the config): a geometry (``geometry``, a hash-grid NeRF), a
-renderer (``renderer``, volume rendering with an occupancy grid) holding the geometry and a
-background (``background``), a material (``material``, randomly shaded Lambertian) and a guidance
-(``guidance``, ``sds`` or ``target``) on the frozen prior. One training step:
+Parts (each chosen by ``kind:`` in the config): a geometry (``geometry``: a hash-grid NeRF, or a
+DMTet mesh), a renderer (``renderer``: volume rendering with an occupancy grid, or rasterisation
+for a mesh) holding the geometry and a background (``background``), a material (``material``,
+randomly shaded Lambertian) and a guidance (``guidance``, ``sds`` or ``target``) on the frozen
+prior. A stage that continues another (coarse to fine) starts its geometry from the earlier
+stage's (``source``: ``geometry.create_from``). One training step:
 
 1. every part's per-step hook (the renderer's occupancy-grid update);
 2. ``cameras.batch`` random cameras (:class:`~dream3d.cameras.CameraSampling`);
 3. the material's shader for this step (shading mode, lights);
 4. render; the guidance turns the images and cameras into loss terms (weight 1);
 5. regularisers, each with its weight (``regularizers``): orientation (after
-   ``orientation_after`` steps), sparsity, opacity entropy (after ``entropy_after`` steps).
+   ``orientation_after`` steps), sparsity, opacity entropy (after ``entropy_after`` steps), and of
+   a rendered mesh normal consistency and the Laplacian (:mod:`.regularizers`).
 
 Every random draw comes from the trainer's generator, in that order. Module initialisation draws
 from the global generator, seeded with the run's seed first.
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 
 from ..cameras import Camera, Cameras, CameraSampling
+from ..errors import UserError
 from ..export import ExportConfig, export_asset
 from ..geometry import GEOMETRY
 from ..geometry.nerf import NeRFConfig
@@ -35,7 +40,13 @@ from ..renderers.materials import AlbedoShader, LambertianConfig
 from ..renderers.volume import VolumeRendererConfig
 from ..trainer import StepOutput
 from .base import OptimConfig, System, weighted_sum
-from .regularizers import opacity_entropy_loss, orientation_loss, sparsity_loss
+from .regularizers import (
+    laplacian_loss,
+    normal_consistency_loss,
+    opacity_entropy_loss,
+    orientation_loss,
+    sparsity_loss,
+)
 
 VALIDATION_AZIMUTHS = (0.0, 90.0, 180.0, 270.0)
 
@@ -49,6 +60,13 @@ class RegularizerConfig:
     sparsity: float = 0.0
     opacity_entropy: float = 0.0
     entropy_after: int = 0
+    normal_consistency: float = 0.0  # a mesh's (renderer.kind: mesh)
+    laplacian: float = 0.0  # a mesh's (renderer.kind: mesh)
+
+    @property
+    def on_mesh(self) -> bool:
+        """Whether a regulariser of the rendered mesh is on."""
+        return self.normal_consistency > 0 or self.laplacian > 0
 
 
 @dataclass
@@ -73,11 +91,17 @@ class DreamFusion(System):
 
     progress_keys = ("loss", "opacity")
 
-    def __init__(self, cfg: DreamFusionConfig, prompt: str, core, device: torch.device, seed: int = 0):
+    def __init__(self, cfg: DreamFusionConfig, prompt: str, core, device: torch.device, seed: int = 0, source=None):
         super().__init__()
         self.cfg, self.device = cfg, torch.device(device)
         torch.manual_seed(seed)  # module initialisation draws from the global generator
-        geometry = GEOMETRY[cfg.geometry.kind](cfg.geometry, device=self.device)
+        if cfg.regularizers.on_mesh and cfg.renderer.kind != "mesh":
+            raise UserError(
+                "regularizers.normal_consistency and regularizers.laplacian act on a mesh; set them to 0 "
+                f"or render a mesh (geometry.kind=dmtet renderer.kind=mesh), not renderer.kind={cfg.renderer.kind}"
+            )
+        kind = GEOMETRY[cfg.geometry.kind]
+        geometry = kind(cfg.geometry, device=self.device) if source is None else kind.create_from(source, cfg.geometry)
         background = BACKGROUNDS[cfg.background.kind](cfg.background).to(self.device)
         self.renderer = RENDERERS[cfg.renderer.kind](geometry, background, cfg.renderer).to(self.device)
         self.material = MATERIALS[cfg.material.kind](cfg.material)
@@ -105,7 +129,11 @@ class DreamFusion(System):
         shader = self.material.training_shader(step, cameras, generator)
         want_orient = reg.orientation > 0 and step >= reg.orientation_after
         out = self.renderer(
-            cameras, shader=shader, generator=generator, normals=want_orient, return_samples=want_orient
+            cameras,
+            shader=shader,
+            generator=generator,
+            normals=want_orient,
+            return_samples=want_orient or reg.on_mesh,
         )
         guided = self.guidance(out.images, cameras, step, generator)
         terms = [(1.0, term) for term in guided.terms.values()]
@@ -121,6 +149,14 @@ class DreamFusion(System):
             e = opacity_entropy_loss(out.opacity)
             terms.append((reg.opacity_entropy, e))
             logs["entropy"] = e.item()
+        if reg.normal_consistency > 0:
+            nc = normal_consistency_loss(out.samples["verts"], out.samples["faces"])
+            terms.append((reg.normal_consistency, nc))
+            logs["normal_consistency"] = nc.item()
+        if reg.laplacian > 0:
+            lap = laplacian_loss(out.samples["verts"], out.samples["faces"])
+            terms.append((reg.laplacian, lap))
+            logs["laplacian"] = lap.item()
         logs["opacity"] = out.opacity.mean().item()
         return StepOutput(weighted_sum(terms), logs)
 
