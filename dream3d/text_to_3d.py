@@ -245,7 +245,7 @@ def _metrics(
         **system.geometry.describe(),
         "skipped_steps": trainer.skipped,
         "final_loss": sum(h["loss"] for h in last) / max(1, len(last)),
-        **({"stages": stages} if len(stages) > 1 or cfg.fine is not None else {}),
+        **({"stages": stages} if cfg.fine is not None else {}),
         "export": export_info,
     }
 

@@ -84,7 +84,7 @@ class MeshRenderer(Renderer):
         raster = rasterize(verts, faces, fine, self.cfg.rasterizer)
         mask = raster.mask.to(verts.dtype)  # (B, sH, sW, 1)
         covered = raster.face_id >= 0  # (B, sH, sW)
-        rays_o, rays_d = fine.rays()
+        _, rays_d = fine.rays()
         points = interpolate(verts, raster)[covered]  # (S, 3)
         albedo = self.geometry.albedo(points)
         normal = None
@@ -123,7 +123,7 @@ class MeshRenderer(Renderer):
             depth=out["depth"],
             albedo=out["albedo"],
             background=bg,
-            normal=out.get("normal") if normals or normal is not None else None,
+            normal=out.get("normal"),  # present when asked for or when the shader needed normals
             samples={"verts": verts, "faces": faces} if return_samples else None,
         )
 
