@@ -2,9 +2,10 @@
 
 A backend maps a top-level (picklable) function over a list of items and yields each result as it
 arrives, in whatever order items finish, as :class:`Done` records. The function reports its own
-errors in its result; what a backend adds is surviving the death of the process that runs an item
-(a kill, the out-of-memory killer, a lost node): that item is run again, up to ``max_attempts``
-times in all, and only then reported as failed, while every other item goes on.
+errors in its result (an exception it raises stops the map and is raised to the caller); what a
+backend adds is surviving the death of the process that runs an item (a kill, the out-of-memory
+killer, a lost node): that item is run again, up to ``max_attempts`` times in all, and only then
+reported as failed, while every other item goes on.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class LocalBackend:
                 for conn in [c for c in list(procs) if c in ready or procs[c][0].sentinel in ready]:
                     proc, index = procs[conn]
                     try:
-                        index, value = conn.recv()
+                        index, ok, value = conn.recv()
                     except (EOFError, OSError):  # the worker died
                         del procs[conn]
                         conn.close()
@@ -110,6 +111,8 @@ class LocalBackend:
                         if queue and len(procs) < self.workers:
                             start()
                         continue
+                    if not ok:
+                        raise value  # the function itself raised: not a death, so no retry
                     procs[conn][1] = None
                     left -= 1
                     yield Done(index, value, attempts[index])
@@ -141,7 +144,13 @@ def _serve(conn, fn, initializer, number: int) -> None:
             initializer(number)
         while (message := conn.recv()) is not None:
             index, item = message
-            conn.send((index, fn(item)))
+            try:
+                conn.send((index, True, fn(item)))
+            except Exception as e:  # the parent raises it
+                try:
+                    conn.send((index, False, e))
+                except Exception:  # an exception that does not pickle
+                    conn.send((index, False, RuntimeError(f"{type(e).__name__}: {e}")))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass  # Ctrl-C reached the whole process group, or the parent has gone: stop quietly
 
@@ -212,13 +221,24 @@ class RayBackend:
                 for ref in ready:
                     index = running.pop(ref)
                     try:
-                        yield Done(index, ray.get(ref), None)
+                        value = ray.get(ref)
+                    except ray.exceptions.RayTaskError as e:  # the function itself raised: raise it here
+                        if isinstance(e.cause, UserError):
+                            raise e.cause from None
+                        raise
                     except ray.exceptions.RayError as e:  # every attempt's worker or node died
                         reason = str(e).strip().splitlines()[0][:300]
                         yield Done(index, None, self.max_attempts, f"Ray task failed: {reason}")
+                        continue
+                    yield Done(index, value, None)
         finally:
             if connected:
                 ray.shutdown()
+
+
+def gpu_wanted(device: str | None) -> bool | None:
+    """Whether a run on ``device`` uses a GPU: ``True`` (CUDA), ``False`` (CPU), ``None`` (if there is one)."""
+    return None if device is None else str(device).startswith("cuda")
 
 
 def import_ray():

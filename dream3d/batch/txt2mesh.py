@@ -138,11 +138,6 @@ def rebuild_index(out: str | Path) -> BatchSummary:
     return BatchSummary(counts=write_index(out, items), sheets=write_contact_sheets(out, items))
 
 
-def gpu_wanted(device: str | None) -> bool | None:
-    """Whether a run on ``device`` uses a GPU: ``True`` (CUDA), ``False`` (CPU), ``None`` (if there is one)."""
-    return None if device is None else str(device).startswith("cuda")
-
-
 def run_batch(
     prompts: list[str],
     out: str | Path,

@@ -102,7 +102,8 @@ def make_backend(args, wants_gpu: bool | None):
 
 def run_txt2mesh(args) -> int:
     from ..batch.items import parse_seeds, read_prompts
-    from ..batch.txt2mesh import gpu_wanted, run_batch
+    from ..batch.backends import gpu_wanted
+    from ..batch.txt2mesh import run_batch
 
     shard = parse_shard_arg(args.shard)
     prompts = read_prompts(args.prompts)
