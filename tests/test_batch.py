@@ -1,21 +1,25 @@
 """Batches (`dream3d batch txt2mesh`, `dream3d stereo generate --backend ray`): the index and the
 contact sheet, resuming, a failing prompt, a killed worker, shards, bad input, the Ray backend."""
 
+import builtins
 import json
 import os
 import signal
 from pathlib import Path
 
 import pytest
+from PIL import Image
+from test_stereo_writer import make_inputs
 from txt2mesh_fast import FAST
 
 import dream3d.batch.txt2mesh as batch_txt2mesh
-from dream3d.batch.backends import LocalBackend
+from dream3d.batch.backends import LocalBackend, RayBackend
 from dream3d.batch.index import INDEX, SHEET
 from dream3d.batch.items import BatchItem, make_items, parse_seeds, read_prompts, shard_items
 from dream3d.batch.txt2mesh import run_batch, run_item
 from dream3d.cli import main
 from dream3d.errors import UserError
+from dream3d.guidance.denoised_target import DenoisedTargetGuidance
 
 ARGS = [*FAST, "steps=4", "checkpoint_every=2", "export.turntable_formats=[gif]"]
 
@@ -45,8 +49,6 @@ def test_batch_writes_a_run_per_prompt_and_seed_an_index_and_a_contact_sheet(tin
         assert row["metrics"]["steps"] == 4 and row["metrics"]["seed"] == row["seed"]
         assert (out / row["run_dir"] / "mesh.glb").is_file()
     assert json.loads((out / rows["a red cube/1"]["run_dir"] / "metrics.json").read_text())["seed"] == 1
-    from PIL import Image
-
     with Image.open(out / SHEET) as sheet:
         assert sheet.size == (2 * 128, 2 * (128 + 26))
     assert "4 run(s) finished" in capsys.readouterr().out
@@ -100,8 +102,6 @@ def run_item_killed_once(job):
     step 3, after the checkpoint of step 2."""
     marker = Path(job["out"]) / "killed-once"
     if job["prompt"] == "a blue cone" and not marker.exists():
-        from dream3d.guidance.denoised_target import DenoisedTargetGuidance
-
         real = DenoisedTargetGuidance.forward
 
         def forward(self, images, cameras, step, generator):
@@ -221,8 +221,6 @@ def ray_here():
 
 @pytest.mark.slow
 def test_ray_backend_runs_the_batch_and_stereo_shards(ray_here, tiny_model, tmp_path):
-    from dream3d.batch.backends import RayBackend
-
     out = tmp_path / "out"
     summary = run_batch(
         ["a red cube", "a blue cone"], out, model=str(tiny_model), overrides=ARGS, backend=RayBackend(), progress=False
@@ -230,8 +228,6 @@ def test_ray_backend_runs_the_batch_and_stereo_shards(ray_here, tiny_model, tmp_
     assert (summary.ran, summary.failed) == (2, [])
     assert {row["status"] for row in index_of(out).values()} == {"ok"}
     assert (out / SHEET).is_file()
-
-    from test_stereo_writer import make_inputs
 
     make_inputs(tmp_path / "in", count=4)
     args = ["stereo", "generate", str(tmp_path / "in" / "images"), str(tmp_path / "pairs")]
@@ -244,8 +240,6 @@ def test_ray_backend_runs_the_batch_and_stereo_shards(ray_here, tiny_model, tmp_
 
 
 def test_ray_missing_is_one_line(monkeypatch, tmp_path, capsys):
-    import builtins
-
     real_import = builtins.__import__
 
     def no_ray(name, *args, **kwargs):

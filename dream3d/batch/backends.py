@@ -117,7 +117,7 @@ class LocalBackend:
                     left -= 1
                     yield Done(index, value, attempts[index])
         finally:
-            for conn, (proc, _) in list(procs.items()):
+            for conn in procs:
                 try:
                     conn.send(None)
                 except OSError:

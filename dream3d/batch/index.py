@@ -120,8 +120,9 @@ def _thumbnail(run_dir: Path) -> Image.Image | None:
     picture.thumbnail((TILE, TILE), Image.Resampling.NEAREST if max(picture.size) < TILE else Image.Resampling.LANCZOS)
     if max(picture.size) < TILE:
         scale = TILE / max(picture.size)
-        picture = picture.resize((round(picture.width * scale), round(picture.height * scale)), Image.Resampling.NEAREST)
+        picture = picture.resize(
+            (round(picture.width * scale), round(picture.height * scale)), Image.Resampling.NEAREST
+        )
     tile = Image.new("RGB", (TILE, TILE), "white")
     tile.paste(picture, ((TILE - picture.width) // 2, (TILE - picture.height) // 2))
     return tile
-

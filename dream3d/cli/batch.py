@@ -38,9 +38,7 @@ def register(sub) -> None:
     add_backend_args(t)
     add_device_args(t)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="config overrides for every run, e.g. steps=500"
-    )
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run, e.g. steps=500")
     t.set_defaults(func=run_txt2mesh)
 
     i = commands.add_parser(
@@ -57,9 +55,7 @@ def add_backend_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend", default="local", help="local: worker processes here (default); ray: Ray tasks on a cluster"
     )
-    parser.add_argument(
-        "--workers", type=int, default=1, help="local worker processes (0: in this process; default 1)"
-    )
+    parser.add_argument("--workers", type=int, default=1, help="local worker processes (0: in this process; default 1)")
     parser.add_argument(
         "--address", default=None, help="ray: the cluster's address (ray.init(address=...)); default: start Ray here"
     )
@@ -96,13 +92,15 @@ def make_backend(args, wants_gpu: bool | None):
             raise UserError("--address and --gpus-per-task are for --backend ray; drop them or add --backend ray")
         return LocalBackend(args.workers, args.max_attempts, initializer=share_cpus(args.workers))
     if args.backend == "ray":
-        return RayBackend(args.address, num_gpus=args.gpus_per_task, wants_gpu=wants_gpu, max_attempts=args.max_attempts)
+        return RayBackend(
+            args.address, num_gpus=args.gpus_per_task, wants_gpu=wants_gpu, max_attempts=args.max_attempts
+        )
     raise UserError(f"unknown backend '{args.backend}'; use one of {', '.join(BACKENDS)}")
 
 
 def run_txt2mesh(args) -> int:
-    from ..batch.items import parse_seeds, read_prompts
     from ..batch.backends import gpu_wanted
+    from ..batch.items import parse_seeds, read_prompts
     from ..batch.txt2mesh import run_batch
 
     shard = parse_shard_arg(args.shard)
@@ -143,4 +141,6 @@ def _report(command: str, out: str, summary) -> None:
     counts = ", ".join(f"{v} {k}" for k, v in summary.counts.items())
     done = f"{summary.line()}; " if command != "index" else ""
     sheets = ", ".join(str(p) for p in summary.sheets)
-    print(f"dream3d batch {command}: {done}batch: {counts}; index: {Path(out) / 'index.jsonl'}, contact sheet: {sheets}")
+    print(
+        f"dream3d batch {command}: {done}batch: {counts}; index: {Path(out) / 'index.jsonl'}, contact sheet: {sheets}"
+    )

@@ -216,12 +216,22 @@ def run_generate(args: argparse.Namespace) -> int:
                 backend.ray.shutdown()
     else:
         summary = generate(
-            args.images_dir, args.out_dir, depth, options, workers=args.workers, shard=shard, progress=not args.no_progress
+            args.images_dir,
+            args.out_dir,
+            depth,
+            options,
+            workers=args.workers,
+            shard=shard,
+            progress=not args.no_progress,
         )
         shards = shard[1]
     print(f"dream3d stereo generate: {summary.line()}; {Path(args.out_dir) / 'pairs.txt'}", file=sys.stderr)
     if summary.failed:
-        name = "failures.txt" if shards == 1 else f"failures-{shard[0] if args.backend == 'local' else '*'}-of-{shards}.txt"
+        name = (
+            "failures.txt"
+            if shards == 1
+            else f"failures-{shard[0] if args.backend == 'local' else '*'}-of-{shards}.txt"
+        )
         print(f"dream3d stereo generate: failures listed in {Path(args.out_dir) / name}", file=sys.stderr)
     return 1 if summary.failed and summary.written == 0 and summary.skipped == 0 else 0
 
