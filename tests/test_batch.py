@@ -39,7 +39,7 @@ def test_batch_writes_a_run_per_prompt_and_seed_an_index_and_a_contact_sheet(tin
     out = tmp_path / "out"
     code = main(
         ["batch", "txt2mesh", str(prompts), "-o", str(out), "--model", str(tiny_model), "--seeds", "0,1"]
-        + ["--workers", "0", "--no-progress", *ARGS]
+        + ["--workers", "0", "--no-progress", "--drop-checkpoints", *ARGS]
     )
     assert code == 0
     rows = index_of(out)
@@ -48,6 +48,7 @@ def test_batch_writes_a_run_per_prompt_and_seed_an_index_and_a_contact_sheet(tin
         assert row["status"] == "ok" and row["attempts"] == 1 and row["resumed"] is False
         assert row["metrics"]["steps"] == 4 and row["metrics"]["seed"] == row["seed"]
         assert (out / row["run_dir"] / "mesh.glb").is_file()
+        assert not (out / row["run_dir"] / "checkpoints").exists()  # --drop-checkpoints
     assert json.loads((out / rows["a red cube/1"]["run_dir"] / "metrics.json").read_text())["seed"] == 1
     with Image.open(out / SHEET) as sheet:
         assert sheet.size == (2 * 128, 2 * (128 + 26))

@@ -17,6 +17,7 @@ the items whose name hashes to ``K``, so a job array splits a batch with no coor
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -81,6 +82,8 @@ def run_item(job: dict) -> dict:
         cfg = load_txt2mesh_config(job["prompt"], job["config"], job["model"], job["seed"], job["overrides"])
         run_txt2mesh(cfg, run_dir, resume=resume, progress=False)
         record.update(status="ok", resumed=resume)
+        if job.get("drop_checkpoints"):  # finished: metrics.json says so; the checkpoints only cost disk now
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     except Exception as e:  # one failing run must not stop the batch: record it
         message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
         record.update(status="failed", error=" ".join(message.split())[:500])
@@ -149,13 +152,15 @@ def run_batch(
     backend=None,
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
+    drop_checkpoints: bool = False,
     runner: Callable[[dict], dict] = run_item,
 ) -> BatchSummary:
     """Run every (prompt, seed) of shard ``shard`` into ``out/<name>/`` on ``backend`` (default:
     one local worker process) and write the index and contact sheet (module docstring).
 
-    ``seeds``: default the config's seed. ``runner``: what runs one item in a worker (a picklable
-    top-level function taking the job dict; default :func:`run_item`).
+    ``seeds``: default the config's seed. ``drop_checkpoints``: delete a run's checkpoints once it
+    finished (they are most of a run folder's size). ``runner``: what runs one item in a worker (a
+    picklable top-level function taking the job dict; default :func:`run_item`).
     """
     start = time.perf_counter()
     if not prompts:
@@ -180,7 +185,7 @@ def run_batch(
     summary = BatchSummary(skipped=len(mine) - len(todo))
     jobs = [
         {"out": str(out), "name": item.name, "prompt": item.prompt, "seed": item.seed, "config": config_path,
-         "model": model, "overrides": list(overrides)}
+         "model": model, "overrides": list(overrides), "drop_checkpoints": drop_checkpoints}
         for item in todo
     ]  # fmt: skip
     write_index(out, items)

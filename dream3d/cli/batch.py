@@ -37,6 +37,11 @@ def register(sub) -> None:
     t.add_argument("--seeds", default=None, help="seeds, e.g. 0,1 or 0-3 (default: the config's seed)")
     add_backend_args(t)
     add_device_args(t)
+    t.add_argument(
+        "--drop-checkpoints",
+        action="store_true",
+        help="delete a run's checkpoints once it finished (most of its disk; --resume can no longer re-export it)",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run, e.g. steps=500")
     t.set_defaults(func=run_txt2mesh)
@@ -121,6 +126,7 @@ def run_txt2mesh(args) -> int:
         backend=backend,
         shard=shard,
         progress=not args.no_progress,
+        drop_checkpoints=args.drop_checkpoints,
     )
     _report("txt2mesh", args.output, summary)
     for name, error in summary.failed:
