@@ -105,7 +105,15 @@ def main() -> int:
         print(f"Ray start-up (once, not in the batch times): {ray_start:.1f} s")
     write_results(
         "batch",
-        {"prompts": prompts, "steps": args.steps, "workers": args.workers, "results": results, "ratios": ratios},
+        {
+            "prompts": prompts,
+            "steps": args.steps,
+            "workers": n,
+            "repeats": args.repeats,
+            "results": results,
+            "ratios": ratios,
+            "ray_start_seconds": None if ray_start is None else round(ray_start, 1),
+        },
     )
     return 0
 

@@ -53,6 +53,9 @@ def test_batch_writes_a_run_per_prompt_and_seed_an_index_and_a_contact_sheet(tin
     with Image.open(out / SHEET) as sheet:
         assert sheet.size == (2 * 128, 2 * (128 + 26))
     assert "4 run(s) finished" in capsys.readouterr().out
+    (out / INDEX).unlink()
+    assert main(["batch", "index", str(out)]) == 0 and len(index_of(out)) == 4  # rebuilt from the run folders
+    assert main(["batch", "index", str(tmp_path)]) == 2 and "holds no batch" in capsys.readouterr().err
 
 
 def test_a_rerun_skips_finished_runs_and_resumes_an_unfinished_one(tiny_model, tmp_path):
