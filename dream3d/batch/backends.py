@@ -247,6 +247,3 @@ def import_ray():
     except ImportError:
         raise UserError(RAY_MISSING) from None
     return ray
-
-
-BACKENDS = ("local", "ray")

@@ -74,5 +74,26 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_backend_args(parser: argparse.ArgumentParser) -> None:
+    """``--backend local|ray``, ``--address``, ``--gpus-per-task`` as the batch commands take them."""
+    parser.add_argument(
+        "--backend", default="local", help="local: this machine (default); ray: Ray tasks (pip install 'dream3d[ray]')"
+    )
+    parser.add_argument(
+        "--address", default=None, help="ray: the cluster's address (ray.init(address=...)); default: start Ray here"
+    )
+    parser.add_argument(
+        "--gpus-per-task", type=float, default=None, help="ray: GPUs per task (default: 1 when the run uses CUDA)"
+    )
+
+
+def check_backend_args(args: argparse.Namespace) -> None:
+    """A known ``--backend``, and no Ray option without ``--backend ray``."""
+    if args.backend not in ("local", "ray"):
+        raise UserError(f"unknown backend '{args.backend}'; use one of local, ray")
+    if args.backend == "local" and (args.address or args.gpus_per_task is not None):
+        raise UserError("--address and --gpus-per-task are for --backend ray; drop them or add --backend ray")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

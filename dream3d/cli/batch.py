@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import add_device_args
+from . import add_backend_args, add_device_args, check_backend_args
 
 
 def register(sub) -> None:
@@ -35,7 +35,7 @@ def register(sub) -> None:
     t.add_argument("--config", default=None, help="YAML run config (default: by model, see configs/)")
     t.add_argument("--model", default=None, help="folder in diffusers layout, hub id, or 'shapes' (default)")
     t.add_argument("--seeds", default=None, help="seeds, e.g. 0,1 or 0-3 (default: the config's seed)")
-    add_backend_args(t)
+    add_batch_args(t)
     add_device_args(t)
     t.add_argument(
         "--drop-checkpoints",
@@ -55,18 +55,10 @@ def register(sub) -> None:
     i.set_defaults(func=run_index)
 
 
-def add_backend_args(parser: argparse.ArgumentParser) -> None:
-    """``--backend``, ``--workers``, ``--address``, ``--gpus-per-task``, ``--max-attempts``, ``--shard``."""
-    parser.add_argument(
-        "--backend", default="local", help="local: worker processes here (default); ray: Ray tasks on a cluster"
-    )
+def add_batch_args(parser: argparse.ArgumentParser) -> None:
+    """The backend options, ``--workers``, ``--max-attempts``, ``--shard``."""
+    add_backend_args(parser)
     parser.add_argument("--workers", type=int, default=1, help="local worker processes (0: in this process; default 1)")
-    parser.add_argument(
-        "--address", default=None, help="ray: the cluster's address (ray.init(address=...)); default: start Ray here"
-    )
-    parser.add_argument(
-        "--gpus-per-task", type=float, default=None, help="ray: GPUs per task (default: 1 if the run uses CUDA)"
-    )
     parser.add_argument(
         "--max-attempts", type=int, default=3, help="runs of an item whose worker died before it fails (default 3)"
     )
@@ -88,19 +80,13 @@ def parse_shard_arg(text: str) -> tuple[int, int]:
 
 def make_backend(args, wants_gpu: bool | None):
     """The backend that ``--backend`` names, built from the other backend options."""
-    from ..batch.backends import BACKENDS, LocalBackend, RayBackend
+    from ..batch.backends import LocalBackend, RayBackend
     from ..batch.txt2mesh import share_cpus
-    from ..errors import UserError
 
+    check_backend_args(args)
     if args.backend == "local":
-        if args.address or args.gpus_per_task is not None:
-            raise UserError("--address and --gpus-per-task are for --backend ray; drop them or add --backend ray")
         return LocalBackend(args.workers, args.max_attempts, initializer=share_cpus(args.workers))
-    if args.backend == "ray":
-        return RayBackend(
-            args.address, num_gpus=args.gpus_per_task, wants_gpu=wants_gpu, max_attempts=args.max_attempts
-        )
-    raise UserError(f"unknown backend '{args.backend}'; use one of {', '.join(BACKENDS)}")
+    return RayBackend(args.address, num_gpus=args.gpus_per_task, wants_gpu=wants_gpu, max_attempts=args.max_attempts)
 
 
 def run_txt2mesh(args) -> int:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import add_backend_args, add_device_args, check_backend_args
+
 
 def register(sub) -> None:
     parser = sub.add_parser(
@@ -62,18 +64,7 @@ def register(sub) -> None:
     g.add_argument(
         "--shard", default="0/1", metavar="K/N", help="process shard K of N (0 <= K < N), e.g. $SLURM_ARRAY_TASK_ID/64"
     )
-    g.add_argument(
-        "--backend", default="local", help="local: this machine (default); ray: the shards as Ray tasks on a cluster"
-    )
-    g.add_argument(
-        "--address", default=None, help="ray: the cluster's address (ray.init(address=...)); default: start Ray here"
-    )
-    g.add_argument(
-        "--gpus-per-task",
-        type=float,
-        default=None,
-        help="ray: GPUs per task (default: 1 with --depth-model when the cluster has GPUs and --device is not cpu)",
-    )
+    add_backend_args(g)
     g.add_argument(
         "--mode",
         choices=["default", "reference"],
@@ -101,8 +92,6 @@ def register(sub) -> None:
     g.add_argument("--fill-cracks", action="store_true", help="fill one-pixel cracks of the warp from their neighbours")
     g.add_argument("--preview", action="store_true", help="also write preview/<stem>.png (colour-mapped disparity)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from . import add_device_args
-
     add_device_args(g)
     g.set_defaults(func=run_generate)
 
@@ -162,12 +151,9 @@ def run_generate(args: argparse.Namespace) -> int:
         raise UserError(f"{e}; e.g. --shard 0/4 .. --shard 3/4") from None
     if args.workers < 0:
         raise UserError(f"--workers must be 0 or more, got {args.workers}")
-    if args.backend not in ("local", "ray"):
-        raise UserError(f"unknown backend '{args.backend}'; use one of local, ray")
+    check_backend_args(args)
     if args.backend == "ray" and shard != (0, 1):
         raise UserError("--backend ray splits the data set into shards itself; drop --shard (or use --backend local)")
-    if args.backend == "local" and (args.address or args.gpus_per_task is not None):
-        raise UserError("--address and --gpus-per-task are for --backend ray; drop them or add --backend ray")
     if (args.width is None) != (args.height is None):
         raise UserError("give --width and --height together (or neither, to keep each photo's size)")
     if args.width is not None and (args.width < 1 or args.height < 1):
