@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from batch_helpers import double_or_die
 from PIL import Image
 from test_stereo_writer import make_inputs
 from txt2mesh_fast import FAST
@@ -141,6 +142,20 @@ def test_a_killed_worker_loses_no_finished_run_and_its_item_is_retried(tiny_mode
     assert rows["a red cube/0"]["attempts"] == 1
     assert (cube / "metrics.json").stat().st_mtime < (out / "killed-once").stat().st_mtime  # finished before
     assert (cube / "mesh.glb").is_file()
+
+
+def test_local_workers_that_die_are_replaced_and_their_items_run_again(tmp_path):
+    items = [(i, "once" if i % 2 else None, str(tmp_path / f"marker-{i}")) for i in range(5)]
+    items.append((5, "always", str(tmp_path / "marker-5")))
+    done = {d.index: d for d in LocalBackend(2, max_attempts=2).map(double_or_die, items)}
+    assert sorted(done) == list(range(6))
+    for i in range(5):
+        assert done[i].value == 2 * i and done[i].error is None
+        assert done[i].attempts == (2 if i % 2 else 1)
+    assert done[5].value is None and done[5].attempts == 2
+    assert done[5].error == "worker died (signal 9) on every attempt"
+    with pytest.raises(ValueError, match="bad item 7"):  # an exception is not a death: raised, not retried
+        list(LocalBackend(1).map(double_or_die, [(7, "raise", str(tmp_path / "m"))]))
 
 
 def test_shards_split_the_items_disjointly_and_completely(tmp_path):

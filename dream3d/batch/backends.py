@@ -49,11 +49,6 @@ class LocalBackend:
         if max_attempts < 1:
             raise UserError(f"--max-attempts must be at least 1, got {max_attempts}")
         self.workers, self.max_attempts, self.initializer = workers, max_attempts, initializer
-        self._procs: dict[Any, Any] = {}
-
-    def worker_pids(self) -> list[int]:
-        """The process ids of the running workers."""
-        return [p.pid for p, _ in self._procs.values() if p.is_alive()]
 
     def map(self, fn: Callable[[Any], Any], items: list) -> Iterator[Done]:
         if self.workers == 0:
@@ -65,8 +60,8 @@ class LocalBackend:
         ctx = multiprocessing.get_context("spawn")
         queue = collections.deque(range(len(items)))
         attempts = [0] * len(items)
-        started = 0
-        procs = self._procs  # connection -> [process, index of the running item or None]
+        started = idle_deaths = 0
+        procs: dict[Any, list] = {}  # connection -> [process, index of the running item or None]
 
         def start() -> None:
             nonlocal started
@@ -96,26 +91,32 @@ class LocalBackend:
                 for conn in [c for c in list(procs) if c in ready or procs[c][0].sentinel in ready]:
                     proc, index = procs[conn]
                     try:
-                        index, ok, value = conn.recv()
+                        message = conn.recv()
                     except (EOFError, OSError):  # the worker died
-                        del procs[conn]
-                        conn.close()
-                        proc.join()
-                        if index is not None:
-                            if attempts[index] < self.max_attempts:
-                                queue.appendleft(index)
-                            else:
-                                left -= 1
-                                reason = _exit_reason(proc.exitcode)
-                                yield Done(index, None, attempts[index], f"worker died ({reason}) on every attempt")
-                        if queue and len(procs) < self.workers:
-                            start()
+                        message = None
+                    if message is not None:
+                        index, ok, value = message
+                        if not ok:
+                            raise value  # the function itself raised: not a death, so no retry
+                        procs[conn][1] = None
+                        left -= 1
+                        yield Done(index, value, attempts[index])
                         continue
-                    if not ok:
-                        raise value  # the function itself raised: not a death, so no retry
-                    procs[conn][1] = None
-                    left -= 1
-                    yield Done(index, value, attempts[index])
+                    del procs[conn]
+                    conn.close()
+                    proc.join()
+                    reason = _exit_reason(proc.exitcode)
+                    if index is None:  # died with nothing to do: at start-up, or its pipe broke
+                        idle_deaths += 1
+                        if idle_deaths > self.workers * self.max_attempts:
+                            raise RuntimeError(f"batch workers die before they run anything ({reason})")
+                    elif attempts[index] < self.max_attempts:
+                        queue.appendleft(index)
+                    else:
+                        left -= 1
+                        yield Done(index, None, attempts[index], f"worker died ({reason}) on every attempt")
+                    if queue and len(procs) < self.workers:
+                        start()
         finally:
             for conn in procs:
                 try:
