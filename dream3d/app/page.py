@@ -101,23 +101,26 @@ def _txt2mesh_tab(settings: AppSettings, board: JobBoard) -> None:
                 cancel = gr.Button("Cancel", variant="stop", elem_id="txt2mesh-cancel")
                 resume = gr.Button("Resume", elem_id="txt2mesh-resume")
             status = gr.Markdown(elem_id="txt2mesh-status")
-            val_image = gr.Image(label="Latest validation image (RGB | normals | opacity)", interactive=False)
+            val_image = gr.Image(
+                label="Latest validation image (RGB | normals | opacity)", interactive=False, height=240
+            )
         with gr.Column(scale=1):
             model3d = gr.Model3D(label="Mesh", elem_id="txt2mesh-model", height=360)
-            video = gr.Video(label="Turntable", interactive=False)
+            video = gr.Video(label="Turntable", interactive=False, height=300)
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="txt2mesh-files")
     token = gr.State(None)  # this session's current job
     stopped = gr.State(None)  # the folder of this session's last cancelled run
+    result = gr.State(None)  # the folder of the run just ended, to show
 
     def announce(prompt, preset, seed, steps, overrides):
         with shown_in_page():
             jobs.txt2mesh_config(settings, prompt, preset, seed, steps, overrides)
-        return board.announce(), "waiting for its turn..."
+        return board.announce(), "waiting for its turn...", None, None, None
 
     def announce_resume(folder):
         if not folder:
             raise gr.Error("there is no cancelled run in this session to resume", print_exception=False)
-        return board.announce(), f"resuming `{folder}`..."
+        return board.announce(), f"resuming `{folder}`...", None, None, None
 
     def run(token, prompt, preset, seed, steps, overrides, progress=gr.Progress()):
         with shown_in_page():
@@ -133,12 +136,23 @@ def _txt2mesh_tab(settings: AppSettings, board: JobBoard) -> None:
     def stop(token):
         return "cancelling after this step..." if board.cancel(token) else gr.skip()
 
-    outputs = [status, val_image, model3d, video, downloads, stopped]
+    def show(folder):
+        if not folder:
+            return gr.skip(), gr.skip(), gr.skip()
+        files = jobs.txt2mesh_files(folder)
+        return _str(files["glb"]), _str(files["video"]), [str(p) for p in files["downloads"]] or None
+
+    # the result goes to the viewer from a plain handler after the job's generator: a Model3D that
+    # a generator fills stays blank (Gradio 6)
+    cleared = [token, status, model3d, video, downloads]
+    outputs = [status, val_image, stopped, result]
     inputs = [prompt, preset, seed, steps, overrides]
-    start.click(announce, inputs, [token, status], **QUICK).success(run, [token, *inputs], outputs, **JOBS)
-    resume.click(announce_resume, stopped, [token, status], **QUICK).success(
-        run_resume, [token, stopped], outputs, **JOBS
+    start.click(announce, inputs, cleared, **QUICK).success(run, [token, *inputs], outputs, **JOBS).then(
+        show, result, [model3d, video, downloads], **QUICK
     )
+    resume.click(announce_resume, stopped, cleared, **QUICK).success(
+        run_resume, [token, stopped], outputs, **JOBS
+    ).then(show, result, [model3d, video, downloads], **QUICK)
     cancel.click(stop, token, status, **QUICK)
 
 
@@ -147,16 +161,16 @@ def _follow(board: JobBoard, token: str, body, run_dir: Path, progress) -> Itera
     keep = gr.skip()
     job = board.start(token, body)
     if job is None:
-        yield "cancelled before it started", keep, keep, keep, keep, keep
+        yield "cancelled before it started", keep, keep, None
         return
     try:
-        yield f"running in `{run_dir}`", None, None, None, None, None
+        yield f"running in `{run_dir}`", None, keep, None
         for info in job.updates():
             loss = f", loss {info['loss']:.4g}" if isinstance(info.get("loss"), float) else ""
             text = f"{info.get('stage', '')} step {info['step']} of {info['total']}{loss}".strip()
             progress((info["step"], info["total"]), desc=text)
             image = str(info["val_image"]) if info.get("val_image") else keep
-            yield text, image, keep, keep, keep, keep
+            yield text, image, keep, None
         try:
             metrics = job.result()
             stopped, text = None, f"done: {metrics['steps']} steps in {metrics['seconds']:.0f} s, files in `{run_dir}`"
@@ -165,15 +179,7 @@ def _follow(board: JobBoard, token: str, body, run_dir: Path, progress) -> Itera
                 str(run_dir),
                 f"cancelled ({e}); the checkpoint is in `{run_dir}`: press Resume to finish it",
             )
-        files = jobs.txt2mesh_files(run_dir)
-        yield (
-            text,
-            _str(files["val_image"]),
-            _str(files["glb"]),
-            _str(files["video"]),
-            [str(p) for p in files["downloads"]] or None,
-            stopped,
-        )
+        yield text, _str(jobs.txt2mesh_files(run_dir)["val_image"]), stopped, str(run_dir)
     finally:
         job.cancel()  # the page went away (or the job ended): stop at the next step
         board.finish(token)
