@@ -89,7 +89,7 @@ def _txt2mesh_tab(settings: AppSettings, board: JobBoard) -> None:
             preset = gr.Dropdown(choices, value=choices[0] if choices else None, label="Config preset")
             with gr.Row():
                 seed = gr.Number(0, precision=0, label="Seed")
-                steps = gr.Number(1000, precision=0, minimum=1, label="Steps", elem_id="txt2mesh-steps")
+                steps = gr.Number(1000, precision=0, label="Steps", elem_id="txt2mesh-steps")
             with gr.Accordion("Config overrides", open=False, elem_id="txt2mesh-overrides-box"):
                 overrides = gr.Textbox(
                     label="key=value overrides (as on the command line)",
@@ -196,7 +196,7 @@ def _txt2img_tab(settings: AppSettings) -> None:
             prompt = gr.Textbox(label="Prompt", value="a red cube, side view")
             negative = gr.Textbox(label="Negative prompt")
             with gr.Row():
-                steps = gr.Number(30, precision=0, minimum=1, label="Steps")
+                steps = gr.Number(30, precision=0, label="Steps")
                 guidance = gr.Number(7.5, label="Guidance scale")
                 rescale = gr.Number(0.7, minimum=0, maximum=1, label="Guidance rescale")
             with gr.Row():
