@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -149,28 +150,52 @@ def test_text_to_image_job_writes_what_the_cli_writes(tiny_model, tmp_path):
 
 
 def test_stereo_job_from_a_shapes_scene_and_from_an_upload(tmp_path):
-    pair = jobs.stereo_job(tmp_path / "scene", scene_seed=3, max_disparity=64)
+    pair = jobs.StereoRequest(scene_seed=3, max_disparity=64).run(tmp_path / "scene")
     left, right, preview = (np.asarray(Image.open(pair[k])) for k in ("left", "right", "preview"))
     assert left.shape == right.shape == preview.shape == (256, 512 - 64, 3)
     assert pair["disparity"].suffix == ".pfm" and (tmp_path / "scene" / "pairs" / "pairs.txt").is_file()
 
     photo, depth = tmp_path / "scene" / "pairs" / "left" / "scene-00003.png", tmp_path / "d.npy"
     np.save(depth, np.linspace(0, 1, 256 * 448, dtype=np.float32).reshape(256, 448))
-    pair = jobs.stereo_job(tmp_path / "upload", image=photo, depth=depth, max_disparity=32)
+    pair = jobs.StereoRequest(photo, depth, max_disparity=32).run(tmp_path / "upload")
     assert np.asarray(Image.open(pair["right"])).shape == (256, 448 - 32, 3)
+    with pytest.raises(UserError, match="too narrow for a pair"):  # found when the photo is read
+        jobs.StereoRequest(photo, depth, max_disparity=500).run(tmp_path / "narrow")
 
-    with pytest.raises(UserError, match="upload a photo and its depth map"):
-        jobs.stereo_job(tmp_path / "none", image=photo)
-    with pytest.raises(UserError, match="unsupported depth file type"):
-        jobs.stereo_job(tmp_path / "bad", image=photo, depth=tmp_path / "scene" / "pairs" / "pairs.txt")
-    with pytest.raises(UserError, match="too narrow for a pair"):
-        jobs.stereo_job(tmp_path / "narrow", image=photo, depth=depth, max_disparity=500)
+
+@pytest.mark.parametrize(
+    "request_, message",
+    [
+        (jobs.StereoRequest(image="photo.png"), "upload a photo and its depth map"),
+        (jobs.StereoRequest(image="photo.png", depth="d.txt"), "d.txt: unsupported depth file type"),
+        (jobs.StereoRequest(scene_seed=0, max_disparity=0), "max_disparity must be positive"),
+        (jobs.StereoRequest(scene_seed=0, depth_kind="far"), "holds 'inverse' depth or 'depth', not 'far'"),
+    ],
+)
+def test_bad_stereo_input_is_a_one_line_error_before_anything_is_written(request_, message):
+    with pytest.raises(UserError, match=message):
+        request_.options()
 
 
 def test_cli_checks_the_port(capsys):
     assert main(["app", "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "dream3d app: error: --port must be between 1 and 65535, got 0"
+
+
+def test_cli_warns_when_the_app_listens_beyond_this_machine(tmp_path, monkeypatch):
+    page = pytest.importorskip("dream3d.app.page", reason="gradio is not installed (make install installs it)")
+    served = []
+    monkeypatch.setattr(page, "launch", lambda settings, host, port: served.append((settings, host, port)))
+    with pytest.warns(UserWarning, match="listening on 0.0.0.0: anyone who can reach this machine can run jobs"):
+        assert main(["app", "--host", "0.0.0.0", "--port", "7999", "--output-dir", str(tmp_path / "runs")]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none for the loopback default
+        assert main(["app", "--output-dir", str(tmp_path / "runs")]) == 0
+    assert [(s.output_dir, host, port) for s, host, port in served] == [
+        (tmp_path / "runs", "0.0.0.0", 7999),
+        (tmp_path / "runs", "127.0.0.1", 7860),
+    ]
 
 
 # ------------------------------------------------------------------------------------- in a browser

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stereo.depth_sources import DEPTH_SUFFIXES, DepthDir
+from stereo.depth_sources import DEPTH_KINDS, DEPTH_SUFFIXES, DepthDir
 from stereo.shapes import write_shapes_inputs
 from stereo.writer import GenerateOptions, generate, sample_files
 
@@ -147,46 +147,53 @@ def txt2img_job(cfg: Txt2ImgConfig, run_dir: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------- stereo pairs
-def stereo_job(
-    run_dir: Path,
-    *,
-    image: str | Path | None = None,
-    depth: str | Path | None = None,
-    depth_kind: str = "inverse",
-    scene_seed: int | None = None,
-    seed: int = 0,
-    max_disparity: float = 192.0,
-) -> dict[str, Path]:
-    """One stereo pair, written as ``dream3d stereo generate`` writes a data set (``run_dir/pairs``),
-    from a photo and its depth map (copied to ``run_dir/inputs``) or, with ``scene_seed``, from a
-    shapes-world scene (as ``dream3d stereo shapes`` renders it). Returns the pair's files by kind
-    (``left``, ``right``, ``disparity``, ``preview``, ...)."""
-    try:
-        options = GenerateOptions(seed=int(seed), max_disparity=float(max_disparity), preview=True)
-    except ValueError as e:
-        raise UserError(f"{e}; e.g. a maximum disparity of 64 for a 320 px wide photo") from None
-    inputs = run_dir / "inputs"
-    if scene_seed is not None:
-        stem = write_shapes_inputs(inputs, 1, seed=int(scene_seed))[0]
-    else:
-        if not image or not depth:
-            raise UserError("upload a photo and its depth map (.npy, .pfm or 16-bit .png), or pick the shapes scene")
-        depth = Path(depth)
-        if depth.suffix.lower() not in DEPTH_SUFFIXES:
-            raise UserError(f"{depth.name}: unsupported depth file type (use .npy, .pfm or .png)")
-        stem = "photo"
-        for source, folder in ((Path(image), "images"), (depth, "depth")):
-            (inputs / folder).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, inputs / folder / f"{stem}{source.suffix.lower()}")
-    try:
-        kind = DepthDir(inputs / "depth", kind=depth_kind)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    summary = generate(inputs / "images", run_dir / "pairs", kind, options, progress=False, log=lambda _: None)
-    if summary.failed:
-        name, reason = summary.failed[0]
-        raise UserError(reason if name in reason else f"{name}: {reason}")
-    return {k: run_dir / "pairs" / v for k, v in sample_files(stem, options).items()}
+@dataclass(frozen=True)
+class StereoRequest:
+    """One stereo pair to make: from a photo and its depth map, or (``scene_seed``) from a
+    shapes-world scene as ``dream3d stereo shapes`` renders it."""
+
+    image: str | Path | None = None
+    depth: str | Path | None = None
+    depth_kind: str = "inverse"  # what the map holds: "inverse" depth or "depth"
+    scene_seed: int | None = None
+    seed: int = 0
+    max_disparity: float = 192.0
+
+    def options(self) -> GenerateOptions:
+        """The writer's options, after the checks (one-line errors) that need no file read."""
+        try:
+            options = GenerateOptions(seed=int(self.seed), max_disparity=float(self.max_disparity), preview=True)
+        except ValueError as e:
+            raise UserError(f"{e}; e.g. a maximum disparity of 64 for a 320 px wide photo") from None
+        if self.scene_seed is None:
+            if not self.image or not self.depth:
+                raise UserError(
+                    "upload a photo and its depth map (.npy, .pfm or 16-bit .png), or pick the shapes scene"
+                )
+            if Path(self.depth).suffix.lower() not in DEPTH_SUFFIXES:
+                raise UserError(f"{Path(self.depth).name}: unsupported depth file type (use .npy, .pfm or .png)")
+        if self.depth_kind not in DEPTH_KINDS:
+            raise UserError(f"the depth map holds 'inverse' depth or 'depth', not {self.depth_kind!r}")
+        return options
+
+    def run(self, run_dir: Path) -> dict[str, Path]:
+        """Write the inputs to ``run_dir/inputs`` and the pair to ``run_dir/pairs`` as ``dream3d stereo
+        generate`` writes a data set; returns the pair's files by kind (``left``, ``right``,
+        ``disparity``, ``preview``, ...)."""
+        options, inputs = self.options(), run_dir / "inputs"
+        if self.scene_seed is not None:
+            stem = write_shapes_inputs(inputs, 1, seed=int(self.scene_seed))[0]
+        else:
+            stem = "photo"
+            for source, folder in ((Path(self.image), "images"), (Path(self.depth), "depth")):
+                (inputs / folder).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, inputs / folder / f"{stem}{source.suffix.lower()}")
+        depth = DepthDir(inputs / "depth", kind=self.depth_kind)
+        summary = generate(inputs / "images", run_dir / "pairs", depth, options, progress=False, log=lambda _: None)
+        if summary.failed:
+            name, reason = summary.failed[0]
+            raise UserError(reason if name in reason else f"{name}: {reason}")
+        return {k: run_dir / "pairs" / v for k, v in sample_files(stem, options).items()}
 
 
 # ---------------------------------------------------------------------------------- the runner

@@ -12,8 +12,8 @@ The jobs themselves live in :mod:`dream3d.app.jobs`.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +31,6 @@ except ImportError:  # pragma: no cover - gradio is a dependency; a broken insta
         "the web app needs gradio; install the project again (make install, or pip install gradio)"
     ) from None
 
-log = logging.getLogger(__name__)
 JOBS = {"concurrency_id": "jobs", "concurrency_limit": 1}  # one model job at a time, across tabs
 QUICK = {"concurrency_limit": None, "show_progress": "hidden"}
 SCHEDULER_DEFAULT = "the model's own"
@@ -241,9 +240,13 @@ def _stereo_tab(settings: AppSettings) -> None:
         with gr.Column(scale=1):
             source = gr.Radio(["shapes scene", "my photo"], value="shapes scene", label="Input")
             scene = gr.Number(0, precision=0, label="Shapes scene (seed)")
-            photo = gr.Image(label="Photo (left view)", type="filepath", sources=["upload"])
-            depth = gr.File(label="Depth map (.npy, .pfm or 16-bit .png)", file_types=[".npy", ".pfm", ".png"])
-            kind = gr.Radio(["inverse", "depth"], value="inverse", label="The map holds (MiDaS/DPT: inverse depth)")
+            photo = gr.Image(label="Photo (left view)", type="filepath", sources=["upload"], visible=False)
+            depth = gr.File(
+                label="Depth map (.npy, .pfm or 16-bit .png)", file_types=[".npy", ".pfm", ".png"], visible=False
+            )
+            kind = gr.Radio(
+                ["inverse", "depth"], value="inverse", label="The map holds (MiDaS/DPT: inverse depth)", visible=False
+            )
             with gr.Row():
                 seed = gr.Number(0, precision=0, label="Seed")
                 max_disparity = gr.Number(192, minimum=1, label="Maximum disparity (px)")
@@ -255,24 +258,29 @@ def _stereo_tab(settings: AppSettings) -> None:
                 right = gr.Image(label="Right", interactive=False)
             with gr.Row():
                 disparity = gr.Image(label="Disparity (near: bright)", interactive=False)
-                files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+                files = gr.File(label="The data set (pairs/ as a zip)", interactive=False)
 
-    def run(source, scene, photo, depth, kind, seed, max_disparity):
+    def request(source, scene, photo, depth, kind, seed, max_disparity):
+        shapes = source == "shapes scene"
+        return jobs.StereoRequest(photo, depth, kind, int(scene) if shapes else None, int(seed), max_disparity)
+
+    def check(*values):
         with shown_in_page():
-            shapes = source == "shapes scene"
-            run_dir = jobs.new_run_dir(settings.output_dir, "stereo", f"scene-{int(scene)}" if shapes else "photo")
-            pair = jobs.stereo_job(
-                run_dir,
-                image=photo,
-                depth=depth,
-                depth_kind=kind,
-                scene_seed=int(scene) if shapes else None,
-                seed=seed,
-                max_disparity=max_disparity,
-            )
-        downloads = [str(pair[k]) for k in ("left", "right", "disparity", "occlusion", "holes")]
-        return str(pair["left"]), str(pair["right"]), str(pair["preview"]), downloads, f"pair in `{run_dir}`"
+            request(*values).options()
 
-    start.click(
-        run, [source, scene, photo, depth, kind, seed, max_disparity], [left, right, disparity, files, status], **JOBS
-    )
+    def run(*values):
+        with shown_in_page():
+            job = request(*values)
+            name = "photo" if job.scene_seed is None else f"scene-{job.scene_seed}"
+            run_dir = jobs.new_run_dir(settings.output_dir, "stereo", name)
+            pair = job.run(run_dir)
+        archive = shutil.make_archive(str(run_dir / "pairs"), "zip", run_dir / "pairs")  # the data set in one file
+        return str(pair["left"]), str(pair["right"]), str(pair["preview"]), archive, f"pair in `{run_dir}`"
+
+    def pick(source):
+        shapes = source == "shapes scene"
+        return gr.update(visible=shapes), *[gr.update(visible=not shapes)] * 3
+
+    source.change(pick, source, [scene, photo, depth, kind], **QUICK)
+    inputs = [source, scene, photo, depth, kind, seed, max_disparity]
+    start.click(check, inputs, None, **QUICK).success(run, inputs, [left, right, disparity, files, status], **JOBS)
