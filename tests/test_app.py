@@ -113,6 +113,8 @@ def test_a_job_cancelled_while_it_waits_never_starts():
         ("a red cube", "shapes-dreamfusion", 10, "guidance.kind=magic", "choose one of 'sds', 'target'"),
         ("a red cube", "shapes-dreamfusion", 10, "steps", "'steps' is not a key=value override"),
         ("a red cube", "dreamfusion-sd", 10, "", "unknown config preset 'dreamfusion-sd'"),
+        ("a red cube", "shapes-dreamfusion", None, "", "steps must be a whole number, got None"),
+        ("a red cube", "shapes-dreamfusion", 2.5, "", "steps must be a whole number, got 2.5"),
     ],
 )
 def test_bad_text_to_3d_input_is_the_clis_one_line_error(prompt, preset, steps, overrides, message):
@@ -170,6 +172,10 @@ def test_stereo_job_from_a_shapes_scene_and_from_an_upload(tmp_path):
         (jobs.StereoRequest(image="photo.png", depth="d.txt"), "d.txt: unsupported depth file type"),
         (jobs.StereoRequest(scene_seed=0, max_disparity=0), "max_disparity must be positive"),
         (jobs.StereoRequest(scene_seed=0, depth_kind="far"), "holds 'inverse' depth or 'depth', not 'far'"),
+        (
+            jobs.StereoRequest(scene_seed=None, image="p.png", depth="d.npy", max_disparity=None),
+            "maximum disparity must",
+        ),
     ],
 )
 def test_bad_stereo_input_is_a_one_line_error_before_anything_is_written(request_, message):

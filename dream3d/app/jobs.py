@@ -67,6 +67,17 @@ def new_run_dir(root: str | Path, kind: str, text: str) -> Path:
     raise UserError(f"too many runs named '{base.name}' in '{root}'")
 
 
+def number(value: Any, name: str, whole: bool = True) -> int | float:
+    """A number typed in the page (an empty field is ``None``), or a one-line error naming the field."""
+    try:
+        x = float(value)
+        if whole and x != int(x):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{name} must be a {'whole ' if whole else ''}number, got {value!r}") from None
+    return int(x) if whole else x
+
+
 def parse_overrides(text: str) -> list[str]:
     """``key=value`` overrides as typed in the page (spaces or new lines between them)."""
     words = shlex.split(text or "")
@@ -95,8 +106,8 @@ def txt2mesh_config(
         prompt,
         CONFIG_DIR / f"{preset}.yaml",
         settings.model,
-        int(seed),
-        [f"steps={int(steps)}", *parse_overrides(overrides)],
+        number(seed, "seed"),
+        [f"steps={number(steps, 'steps')}", *parse_overrides(overrides)],
         values=values,
     )
     check_txt2mesh_config(cfg)
@@ -122,7 +133,10 @@ def txt2mesh_files(run_dir: str | Path) -> dict[str, Any]:
     """What a finished (or stopped) run shows: the GLB, the downloads, the turntable, the newest
     validation image (``None`` where missing)."""
     run_dir = Path(run_dir)
-    found = lambda name: run_dir / name if (run_dir / name).is_file() else None  # noqa: E731
+
+    def found(name: str) -> Path | None:
+        return run_dir / name if (run_dir / name).is_file() else None
+
     vals = sorted(run_dir.glob("val*/step-*.png"), key=lambda p: (p.parent.name != "val", p.name))
     return {
         "glb": found("mesh.glb"),
@@ -161,8 +175,11 @@ class StereoRequest:
 
     def options(self) -> GenerateOptions:
         """The writer's options, after the checks (one-line errors) that need no file read."""
+        seed, top = number(self.seed, "seed"), number(self.max_disparity, "the maximum disparity", whole=False)
+        if self.scene_seed is not None:
+            number(self.scene_seed, "the scene")
         try:
-            options = GenerateOptions(seed=int(self.seed), max_disparity=float(self.max_disparity), preview=True)
+            options = GenerateOptions(seed=seed, max_disparity=top, preview=True)
         except ValueError as e:
             raise UserError(f"{e}; e.g. a maximum disparity of 64 for a 320 px wide photo") from None
         if self.scene_seed is None:
@@ -182,7 +199,7 @@ class StereoRequest:
         ``disparity``, ``preview``, ...)."""
         options, inputs = self.options(), run_dir / "inputs"
         if self.scene_seed is not None:
-            stem = write_shapes_inputs(inputs, 1, seed=int(self.scene_seed))[0]
+            stem = write_shapes_inputs(inputs, 1, seed=number(self.scene_seed, "the scene"))[0]
         else:
             stem = "photo"
             for source, folder in ((Path(self.image), "images"), (Path(self.depth), "depth")):

@@ -160,6 +160,8 @@ def _follow(board: JobBoard, token: str, body, run_dir: Path, progress) -> Itera
     keep = gr.skip()
     job = board.start(token, body)
     if job is None:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # a new run's folder, still empty
         yield "cancelled before it started", keep, keep, None
         return
     try:
@@ -211,12 +213,12 @@ def _txt2img_tab(settings: AppSettings) -> None:
             settings,
             prompt=prompt,
             negative=negative or None,
-            steps=int(steps),
-            guidance=float(guidance),
-            guidance_rescale=float(rescale),
+            steps=jobs.number(steps, "steps"),
+            guidance=jobs.number(guidance, "guidance", whole=False),
+            guidance_rescale=jobs.number(rescale, "guidance rescale", whole=False),
             scheduler=None if scheduler == SCHEDULER_DEFAULT else scheduler,
-            seed=int(seed),
-            num_images=int(count),
+            seed=jobs.number(seed, "seed"),
+            num_images=jobs.number(count, "the number of images"),
         )
 
     def check(*values):
@@ -262,7 +264,7 @@ def _stereo_tab(settings: AppSettings) -> None:
 
     def request(source, scene, photo, depth, kind, seed, max_disparity):
         shapes = source == "shapes scene"
-        return jobs.StereoRequest(photo, depth, kind, int(scene) if shapes else None, int(seed), max_disparity)
+        return jobs.StereoRequest(photo, depth, kind, scene if shapes else None, seed, max_disparity)
 
     def check(*values):
         with shown_in_page():
