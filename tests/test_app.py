@@ -73,7 +73,6 @@ def test_cancel_stops_at_a_step_with_a_checkpoint_and_resume_finishes_the_run(ti
     assert json.loads((tmp_path / "metrics.json").read_text())["interrupted"]
 
     cfg = jobs.resumable_config(tmp_path)
-    seen = []
     resumed = BackgroundJob(jobs.txt2mesh_job(cfg, tmp_path, resume=True)).start()
     seen = [info["step"] for info in resumed.updates() if "loss" in info]
     metrics = resumed.result()
