@@ -16,6 +16,8 @@ run = config + prompt -> output folder:
 from __future__ import annotations
 
 import resource
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,8 @@ def run_txt2mesh(
     resume: bool = False,
     progress: bool = True,
     start_from: str | Path | None = None,
+    callback: Callable[[int, int, dict], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> dict:
     """Optimise, validate, checkpoint and export; returns ``metrics.json``'s content.
 
@@ -105,15 +109,11 @@ def run_txt2mesh(
     ``start_from``: the folder of an earlier run whose finished coarse stage the fine stage starts
     from (only the fine stage runs here). Ctrl-C stops after the running step with a checkpoint,
     exports what the run has and writes ``metrics.json`` (``"interrupted": true``) before the
-    interrupt propagates.
+    interrupt propagates. ``callback(step, total, info)`` and ``stop`` (a ``threading.Event``):
+    progress and a stop request from another thread, as :class:`~dream3d.trainer.Trainer` takes
+    them (``info`` names the ``"stage"``); a stop ends the run as Ctrl-C does.
     """
-    if not cfg.prompt.strip():
-        raise UserError('the prompt is empty; pass some text, e.g. dream3d txt2mesh "a red cube"')
-    for name, steps in [("steps", cfg.steps)] + ([("fine.steps", cfg.fine.steps)] if cfg.fine else []):
-        if steps < 1:
-            raise UserError(f"{name} must be at least 1, got {steps}")
-    if start_from is not None and cfg.fine is None:
-        raise UserError("--from starts a fine stage, but this config has none; use configs/shapes-magic3d.yaml")
+    check_txt2mesh_config(cfg, start_from)
     out = ensure_writable_dir(out)
     device = resolve_device(cfg.device)
     coarse = None if start_from is None else _finished_coarse_stage(start_from, cfg, device)
@@ -155,7 +155,9 @@ def run_txt2mesh(
             )
         )
     meta = {"prompt": cfg.prompt, "seed": cfg.seed}
-    run = StagedRun(stages, out / "checkpoints", resume=resume, progress=progress, meta=meta)
+    run = StagedRun(
+        stages, out / "checkpoints", resume=resume, progress=progress, meta=meta, callback=callback, stop=stop
+    )
     run.check_start(out)
     if cfg.model in (None, "shapes"):
         warn_unknown_words(cfg.prompt)
@@ -177,6 +179,18 @@ def run_txt2mesh(
         metrics["started_from"] = str(start_from)
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def check_txt2mesh_config(cfg: Txt2MeshConfig, start_from: str | Path | None = None) -> None:
+    """The checks a run makes before it starts (a one-line :class:`UserError` each), for callers
+    that check input before queueing it."""
+    if not cfg.prompt.strip():
+        raise UserError('the prompt is empty; pass some text, e.g. dream3d txt2mesh "a red cube"')
+    for name, steps in [("steps", cfg.steps)] + ([("fine.steps", cfg.fine.steps)] if cfg.fine else []):
+        if steps < 1:
+            raise UserError(f"{name} must be at least 1, got {steps}")
+    if start_from is not None and cfg.fine is None:
+        raise UserError("--from starts a fine stage, but this config has none; use configs/shapes-magic3d.yaml")
 
 
 def _finished_coarse_stage(folder: str | Path, cfg: Txt2MeshConfig, device) -> DreamFusion:
@@ -269,4 +283,4 @@ def txt2mesh(
     return run_txt2mesh(cfg, output, resume=resume, progress=progress)
 
 
-__all__ = ["Txt2MeshConfig", "load_txt2mesh_config", "run_txt2mesh", "txt2mesh"]
+__all__ = ["Txt2MeshConfig", "check_txt2mesh_config", "load_txt2mesh_config", "run_txt2mesh", "txt2mesh"]

@@ -50,8 +50,9 @@ def txt2img(prompt: str, output: str | Path | None = None, progress: bool = True
     return run_txt2img(cfg, output=output, progress=progress)[0]
 
 
-def run_txt2img(cfg: Txt2ImgConfig, output: str | Path | None = None, progress: bool = True):
-    """Run ``cfg``; returns (images, record) where record is what ``txt2img.json`` holds."""
+def check_txt2img_config(cfg: Txt2ImgConfig) -> None:
+    """The checks a run makes before it loads the model (a one-line :class:`UserError` each), for
+    callers that check input before queueing it."""
     if not cfg.prompt.strip():
         raise UserError('the prompt is empty; pass some text, e.g. dream3d txt2img "a red cube, side view"')
     if cfg.steps < 1:
@@ -62,6 +63,11 @@ def run_txt2img(cfg: Txt2ImgConfig, output: str | Path | None = None, progress: 
         raise UserError(
             f"guidance rescale must be in [0, 1], got {cfg.guidance_rescale}; use e.g. --guidance-rescale 0.7"
         )
+
+
+def run_txt2img(cfg: Txt2ImgConfig, output: str | Path | None = None, progress: bool = True):
+    """Run ``cfg``; returns (images, record) where record is what ``txt2img.json`` holds."""
+    check_txt2img_config(cfg)
     out_dir = ensure_writable_dir(output) if output is not None else None
     if cfg.model in (None, "shapes"):
         warn_unknown_words(cfg.prompt)

@@ -21,7 +21,12 @@ the trainer owns everything around that:
   button) lets the running step finish, saves a checkpoint and raises :class:`Interrupted`; a
   second SIGINT stops at once without writing (the last checkpoint stays). A kill loses at most
   the steps since the last checkpoint, never a finished file.
-- **Progress**: a tqdm bar with the running mean of the task's ``progress_keys`` over 20 steps.
+- **Progress**: a tqdm bar with the running mean of the task's ``progress_keys`` over 20 steps;
+  for a caller that shows progress elsewhere (a web page), ``callback(step, total, info)`` after
+  every step (``info``: the step's logs, plus ``"val_image"``, the path, when a validation image
+  was saved) and once more for the final validation image. ``stop``: a ``threading.Event`` the
+  caller sets to stop the run as :meth:`Trainer.request_stop` does (one event can serve several
+  trainers, e.g. the stages of a run).
 - **Validation**: every ``val_every`` steps and after the last step, ``task.validation_image``
   is saved as ``val_dir/step-NNNNN.png``.
 - **Stages** (:class:`StagedRun`): several stages in one command, each with its own checkpoint
@@ -134,6 +139,8 @@ class Trainer:
         desc: str = "training",
         progress: bool = True,
         meta: dict | None = None,
+        callback: Callable[[int, int, dict], None] | None = None,
+        stop: threading.Event | None = None,
     ):
         if steps < 0:
             raise UserError(f"steps must be >= 0, got {steps}")
@@ -149,7 +156,8 @@ class Trainer:
         self.history: list[dict] = []
         self.skipped: list[int] = []
         self.seconds = 0.0
-        self._stop = threading.Event()
+        self.callback = callback
+        self._stop = stop if stop is not None else threading.Event()
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
@@ -284,18 +292,24 @@ class Trainer:
                     self.history.append({"step": self.step, **logs})
                     bar.update()
                     bar.set_postfix(self._postfix())
-                    if self.val_every and self.step % self.val_every == 0:
-                        self.validate()
+                    image = self.validate() if self.val_every and self.step % self.val_every == 0 else None
                     if self.checkpoint_every and self.step % self.checkpoint_every == 0:
                         self.save_checkpoint()
+                    self._report(logs, image)
                     if self._stop.is_set() and self.step < self.steps:
                         self.save_checkpoint()
                         raise Interrupted(f"stopped at step {self.step} of {self.steps}")
         finally:
             bar.close()
         if self.val_dir is not None and (not self.val_every or self.step % self.val_every):
-            self.validate()
+            image = self.validate()
+            if image is not None:
+                self._report({}, image)
         self.save_checkpoint()
+
+    def _report(self, logs: dict, image: Path | None) -> None:
+        if self.callback is not None:
+            self.callback(self.step, self.steps, {**logs, **({"val_image": image} if image is not None else {})})
 
     def _postfix(self) -> dict[str, str]:
         recent = self.history[-20:]
@@ -339,7 +353,9 @@ class Stage:
 class StagedRun:
     """Stages run one after another in one command; stage ``s`` checkpoints to
     ``checkpoint_dir/<s.name>.pt`` and resumes from there. While a stage runs, :attr:`task` and
-    :attr:`trainer` are its own (e.g. to export what an interrupted run has)."""
+    :attr:`trainer` are its own (e.g. to export what an interrupted run has). ``callback`` and
+    ``stop`` go to every stage's trainer (:class:`Trainer`); the callback's ``info`` also names
+    the ``"stage"``."""
 
     def __init__(
         self,
@@ -349,9 +365,12 @@ class StagedRun:
         resume: bool = False,
         progress: bool = True,
         meta: dict | None = None,
+        callback: Callable[[int, int, dict], None] | None = None,
+        stop: threading.Event | None = None,
     ):
         self.stages, self.checkpoint_dir = stages, Path(checkpoint_dir)
         self.resume, self.progress, self.meta = resume, progress, meta
+        self.callback, self.stop = callback, stop
         self.task: TrainingTask | None = None
         self.trainer: Trainer | None = None
 
@@ -388,9 +407,16 @@ class StagedRun:
                 desc=desc,
                 progress=self.progress,
                 meta=self.meta,
+                callback=self._stage_callback(stage.name),
+                stop=self.stop,
             )
             if self.resume and self.trainer.checkpoint.is_file():
                 self.trainer.load_checkpoint()
             self.trainer.fit()
             records[stage.name] = stage.finish(self.task, self.trainer) if stage.finish else None
         return records
+
+    def _stage_callback(self, name: str) -> Callable[[int, int, dict], None] | None:
+        if self.callback is None:
+            return None
+        return lambda step, total, info: self.callback(step, total, {**info, "stage": name})
