@@ -82,7 +82,7 @@ def run_item(job: dict) -> dict:
         cfg = load_txt2mesh_config(job["prompt"], job["config"], job["model"], job["seed"], job["overrides"])
         run_txt2mesh(cfg, run_dir, resume=resume, progress=False)
         record.update(status="ok", resumed=resume)
-        if job.get("drop_checkpoints"):  # finished: metrics.json says so; the checkpoints only cost disk now
+        if job.get("drop_checkpoints"):  # finished (metrics.json says so): the checkpoints only cost disk now
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     except Exception as e:  # one failing run must not stop the batch: record it
         message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
@@ -159,7 +159,7 @@ def run_batch(
     one local worker process) and write the index and contact sheet (module docstring).
 
     ``seeds``: default the config's seed. ``drop_checkpoints``: delete a run's checkpoints once it
-    finished (they are most of a run folder's size). ``runner``: what runs one item in a worker (a
+    finished (they are a large part of a run folder). ``runner``: what runs one item in a worker (a
     picklable top-level function taking the job dict; default :func:`run_item`).
     """
     start = time.perf_counter()

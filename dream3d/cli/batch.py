@@ -40,7 +40,7 @@ def register(sub) -> None:
     t.add_argument(
         "--drop-checkpoints",
         action="store_true",
-        help="delete a run's checkpoints once it finished (most of its disk; --resume can no longer re-export it)",
+        help="delete a run's checkpoints once it finished (saves disk; --resume can no longer re-export it)",
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run, e.g. steps=500")
