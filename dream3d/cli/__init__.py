@@ -19,7 +19,7 @@ import warnings
 from ..errors import UserError
 
 # Subcommand modules, in the order ``dream3d --help`` lists them.
-COMMANDS = ["txt2img", "txt2mesh", "prior", "stereo", "demo", "app"]
+COMMANDS = ["txt2img", "txt2mesh", "batch", "prior", "stereo", "demo", "app"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +72,27 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default=None, choices=["fp16", "bf16", "fp32"], help="default: fp16 on CUDA, fp32 on CPU"
     )
+
+
+def add_backend_args(parser: argparse.ArgumentParser) -> None:
+    """``--backend local|ray``, ``--address``, ``--gpus-per-task`` as the batch commands take them."""
+    parser.add_argument(
+        "--backend", default="local", help="local: this machine (default); ray: Ray tasks (pip install 'dream3d[ray]')"
+    )
+    parser.add_argument(
+        "--address", default=None, help="ray: the cluster's address (ray.init(address=...)); default: start Ray here"
+    )
+    parser.add_argument(
+        "--gpus-per-task", type=float, default=None, help="ray: GPUs per task (default: 1 when the run uses CUDA)"
+    )
+
+
+def check_backend_args(args: argparse.Namespace) -> None:
+    """A known ``--backend``, and no Ray option without ``--backend ray``."""
+    if args.backend not in ("local", "ray"):
+        raise UserError(f"unknown backend '{args.backend}'; use one of local, ray")
+    if args.backend == "local" and (args.address or args.gpus_per_task is not None):
+        raise UserError("--address and --gpus-per-task are for --backend ray; drop them or add --backend ray")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import add_backend_args, add_device_args, check_backend_args
+
 
 def register(sub) -> None:
     parser = sub.add_parser(
@@ -52,10 +54,17 @@ def register(sub) -> None:
         default=0,
         help="global seed; each sample's seed derives from it and the file stem (default 0)",
     )
-    g.add_argument("--workers", type=int, default=0, help="worker processes; 0 = in this process (default 0)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="worker processes; 0 = in this process (default 0); with --backend ray: the number of shards, "
+        "one Ray task each (0: the cluster's CPUs)",
+    )
     g.add_argument(
         "--shard", default="0/1", metavar="K/N", help="process shard K of N (0 <= K < N), e.g. $SLURM_ARRAY_TASK_ID/64"
     )
+    add_backend_args(g)
     g.add_argument(
         "--mode",
         choices=["default", "reference"],
@@ -83,8 +92,6 @@ def register(sub) -> None:
     g.add_argument("--fill-cracks", action="store_true", help="fill one-pixel cracks of the warp from their neighbours")
     g.add_argument("--preview", action="store_true", help="also write preview/<stem>.png (colour-mapped disparity)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from . import add_device_args
-
     add_device_args(g)
     g.set_defaults(func=run_generate)
 
@@ -144,6 +151,9 @@ def run_generate(args: argparse.Namespace) -> int:
         raise UserError(f"{e}; e.g. --shard 0/4 .. --shard 3/4") from None
     if args.workers < 0:
         raise UserError(f"--workers must be 0 or more, got {args.workers}")
+    check_backend_args(args)
+    if args.backend == "ray" and shard != (0, 1):
+        raise UserError("--backend ray splits the data set into shards itself; drop --shard (or use --backend local)")
     if (args.width is None) != (args.height is None):
         raise UserError("give --width and --height together (or neither, to keep each photo's size)")
     if args.width is not None and (args.width < 1 or args.height < 1):
@@ -174,12 +184,40 @@ def run_generate(args: argparse.Namespace) -> int:
         fill_cracks=args.fill_cracks,
         preview=args.preview,
     )
-    summary = generate(
-        args.images_dir, args.out_dir, depth, options, workers=args.workers, shard=shard, progress=not args.no_progress
-    )
+    if args.backend == "ray":
+        from stereo.shards import generate_sharded
+
+        from ..batch.backends import RayBackend, gpu_wanted
+
+        wants_gpu = gpu_wanted(args.device) if args.depth_model else False
+        backend = RayBackend(args.address, num_gpus=args.gpus_per_task, wants_gpu=wants_gpu)
+        connected = backend.start()
+        try:
+            shards = args.workers or backend.cluster_cpus()
+            summary = generate_sharded(
+                args.images_dir, args.out_dir, depth, options, backend, shards, progress=not args.no_progress
+            )
+        finally:
+            if connected:
+                backend.ray.shutdown()
+    else:
+        summary = generate(
+            args.images_dir,
+            args.out_dir,
+            depth,
+            options,
+            workers=args.workers,
+            shard=shard,
+            progress=not args.no_progress,
+        )
+        shards = shard[1]
     print(f"dream3d stereo generate: {summary.line()}; {Path(args.out_dir) / 'pairs.txt'}", file=sys.stderr)
     if summary.failed:
-        name = "failures.txt" if shard[1] == 1 else f"failures-{shard[0]}-of-{shard[1]}.txt"
+        name = (
+            "failures.txt"
+            if shards == 1
+            else f"failures-{shard[0] if args.backend == 'local' else '*'}-of-{shards}.txt"
+        )
         print(f"dream3d stereo generate: failures listed in {Path(args.out_dir) / name}", file=sys.stderr)
     return 1 if summary.failed and summary.written == 0 and summary.skipped == 0 else 0
 
