@@ -115,7 +115,8 @@ def main() -> None:
         "--picture",
         default=None,
         metavar="PNG",
-        help="also save the RGB row of each run's last validation grid, two runs per row",
+        help="also save the RGB row of each run's last validation grid, two runs per row; for coarse-to-fine runs, "
+        "turntable frames of the coarse and the fine asset side by side, a run per row",
     )
     p.add_argument(
         "--from-runs",
@@ -286,7 +287,12 @@ def main() -> None:
             + ", ".join(f"{k} {v:.0f} s" for k, v in summary["max_stage_seconds"].items())
         )
     if args.picture:
-        save_picture(args.picture, [root / f"{r['prompt'].replace(' ', '-')}-seed{r['seed']}" for r in ok])
+        done = [root / f"{r['prompt'].replace(' ', '-')}-seed{r['seed']}" for r in ok]
+        if staged:
+            coarse_dirs = [Path(args.from_runs) / d.name if args.from_runs else d / "coarse" for d in done]
+            save_coarse_fine_picture(args.picture, list(zip(coarse_dirs, done)))
+        else:
+            save_picture(args.picture, done)
     write_results(
         "text_to_3d",
         {
@@ -321,6 +327,29 @@ def save_picture(path: str, runs: list[Path]) -> None:
             rows.append(grid[: (grid.shape[0] + 2) // 3 - 2])  # make_grid's 2-pixel padding between rows
     if rows:
         save_image(path, make_grid(rows, cols=2, pad=6))
+        print(f"wrote {path}")
+
+
+def save_coarse_fine_picture(path: str, pairs: list[tuple[Path, Path]], frames: int = 3) -> None:
+    """A row per run: ``frames`` turntable frames of the coarse asset, then the same frames of the
+    fine one (both turntables are rendered from the exported files, at the same angles)."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    from dream3d.grid import make_grid
+    from dream3d.io import save_image
+
+    tiles = []
+    for coarse, fine in pairs:
+        videos = [coarse / "turntable.gif", fine / "turntable.gif"]
+        if not all(v.is_file() for v in videos):
+            continue
+        for video in videos:
+            clip = iio.imread(video, index=None)[..., :3]
+            pick = np.linspace(0, len(clip), frames, endpoint=False).astype(int)
+            tiles += [clip[i] for i in pick]
+    if tiles:
+        save_image(path, make_grid(tiles, cols=2 * frames, pad=4))
         print(f"wrote {path}")
 
 
