@@ -38,7 +38,7 @@ timeout $(limit 200) python3 -c "from dream3d.renderers.compositing import nerfa
 echo "nerfacc build + import: $(( $(date +%s) - t0 )) s"
 
 stage "CUDA tests"
-timeout $(limit 120) python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_volume_render.py tests/test_hashgrid.py 2>&1 | tail -15
+timeout $(limit 120) python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_volume_render.py tests/test_hashgrid.py tests/test_rasterize.py 2>&1 | tail -15
 
 stage "hash encoding on the GPU"
 timeout $(limit 60) python3 benchmarks/hashgrid.py --device cuda --points 262144 --repeats 7 > "$out/hashgrid.txt" 2>&1 \
