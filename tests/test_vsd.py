@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from peft.utils import get_peft_model_state_dict
+from test_fine_stage import FINE as FINE_STAGE
 from txt2mesh_fast import FAST as BASE_FAST
 
 from dream3d.cameras import CameraSampling
@@ -192,3 +193,19 @@ def test_resume_gives_the_uninterrupted_vsd_run(tiny_model, tmp_path, monkeypatc
         assert sa.keys() == sb.keys() and all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
     assert (tmp_path / "a" / "mesh.ply").read_bytes() == (tmp_path / "b" / "mesh.ply").read_bytes()
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["steps"] == 5
+
+
+def test_the_fine_mesh_stage_runs_vsd_with_a_fresh_lora(tiny_model, tmp_path):
+    """VSD in both stages of a coarse-to-fine run: the fine stage's guidance adds its own adapter to the
+    coarse stage's core, and each stage's checkpoint holds its own LoRA."""
+    stages = [o.replace("guidance.kind=target", "guidance.kind=vsd") for o in FINE_STAGE if "denoise_steps" not in o]
+    cfg = load_txt2mesh_config("a red cube", model=str(tiny_model), overrides=[*FAST, "steps=2", *stages])
+    assert cfg.fine.guidance.kind == "vsd"
+    metrics = run_txt2mesh(cfg, tmp_path / "run", progress=False)
+    assert metrics["stages"]["fine"]["steps"] == 6
+    coarse, fine = (
+        torch.load(tmp_path / "run" / "checkpoints" / f"{s}.pt", weights_only=False) for s in ("coarse", "fine")
+    )
+    lora = [k for k in fine["task"] if k.startswith("guidance.lora.")]
+    assert lora and set(lora) <= set(coarse["task"]) and set(fine["optimizers"]) == {"scene", "guidance"}
+    assert any(not torch.equal(coarse["task"][k], fine["task"][k]) for k in lora)
