@@ -50,11 +50,8 @@ class SDSGuidance(Guidance):
     def forward(self, images: torch.Tensor, cameras: Cameras, step: int, generator: torch.Generator) -> GuidanceOutput:
         core, cfg = self.core, self.cfg
         cond, uncond = core.text_conditioning(self.prompts(cameras), cfg.negative_prompt)
-        t = self.sample_timesteps(images.shape[0], step, generator)
-        latents = core.encode_images(self.resize(images))
-        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        latents, t, noise, noisy = self.noised_latents(images, step, generator)
         with torch.no_grad():
-            noisy = core.add_noise(latents, noise, t)
             eps = core.predict_noise(
                 noisy, t, cond, uncond, cfg.guidance_scale, self.camera_input(cameras), cfg.guidance_rescale
             )

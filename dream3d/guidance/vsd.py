@@ -206,11 +206,8 @@ class VSDGuidance(Guidance):
         cond, uncond = core.text_conditioning(self.prompts(cameras), cfg.negative_prompt)
         prior_camera = self.camera_input(cameras)
         pose = cameras.c2w.reshape(-1, POSE_DIM).to(device=core.device, dtype=torch.float32)
-        t = self.sample_timesteps(images.shape[0], step, generator)
-        latents = core.encode_images(self.resize(images))
-        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        latents, t, noise, noisy = self.noised_latents(images, step, generator)
         with torch.no_grad():
-            noisy = core.add_noise(latents, noise, t)
             eps_pretrained = core.predict_noise(
                 noisy, t, cond, uncond, cfg.guidance_scale, prior_camera, cfg.guidance_rescale
             )
