@@ -101,7 +101,7 @@ class VSDConfig(GuidanceConfigBase):
 class CameraEmbedding(nn.Module):
     """The particle's class embedding: ``prior(labels[:, :-16]) + camera(labels[:, -16:])``, the
     prior's own class embedding (``None`` for a model without one) plus the particle's embedding
-    of the flattened camera-to-world matrix, in the dtype the UNet's time embedding has."""
+    of the flattened camera-to-world matrix (float32; the UNet casts the sum to its dtype)."""
 
     def __init__(self, prior: nn.Module | None, camera: TimestepEmbedding):
         super().__init__()
@@ -156,7 +156,7 @@ class VSDGuidance(Guidance):
         nn.init.zeros_(self.camera_embedding.linear_2.bias)
         self.camera_embedding.to(core.device)
         self.requires_grad_(True)
-        self._optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr)
+        self._optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr)  # else PyTorch's defaults, as ProlificDreamer
 
     def optimizer(self) -> torch.optim.Optimizer:
         return self._optimizer
