@@ -127,6 +127,21 @@ def test_gradients_reach_the_lora_and_the_camera_embedding(model):
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+def test_a_half_precision_unet_trains_a_float32_lora(model):
+    """As on a GPU in fp16 (bf16 here: the CPU refuses fp16): the LoRA and camera embedding stay float32,
+    PEFT casts the UNet's activations to them, and both terms give finite gradients."""
+    core = LatentDiffusion.from_pretrained(model, device="cpu", dtype="bf16")
+    guidance = VSDGuidance(core, VSDConfig(), "a red cube")
+    images, cameras, generator = batch(9)
+    images.requires_grad_(True)
+    out = guidance(images, cameras, 0, generator)
+    sum(out.terms.values()).backward()
+    assert core.unet.dtype == torch.bfloat16 and all(p.dtype == torch.float32 for p in guidance.parameters())
+    assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+    grads = [p.grad for p in guidance.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
 def test_two_guidances_on_one_core_have_their_own_adapters(tiny_model):
     """A fine stage's VSD on the coarse stage's core adds a second adapter; each guidance holds only its own."""
     core = core_of(tiny_model)
