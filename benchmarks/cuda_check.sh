@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA checks, in one pass on a GPU machine (CI has none): nerfacc's extension, the CUDA tests,
-# hash-encoding speed on the GPU, and the text-to-3D benchmark prompts on the GPU.
+# hash-encoding speed on the GPU, VSD's seconds per step and peak memory at 512 px (benchmarks/vsd_memory.py)
+# and the text-to-3D benchmark prompts on the GPU.
 #
 #   bash benchmarks/cuda_check.sh OUTDIR
 #
@@ -44,6 +45,11 @@ stage "hash encoding on the GPU"
 timeout $(limit 60) python3 benchmarks/hashgrid.py --device cuda --points 262144 --repeats 7 > "$out/hashgrid.txt" 2>&1 \
     && cp benchmarks/results/hashgrid.json "$out/"
 tail -n 8 "$out/hashgrid.txt"
+
+stage "VSD, the GPU recipe (configs/prolificdreamer-sd.yaml) on SD 2.1 base's architecture, random weights"
+timeout $(limit 150) python3 benchmarks/vsd_memory.py --steps 6 > "$out/vsd_memory.txt" 2>&1 \
+    && cp benchmarks/results/vsd_memory.json "$out/"
+tail -n 10 "$out/vsd_memory.txt"
 
 stage "txt2mesh alone: a red sphere (default backends, default dtype)"
 gif=(export.turntable_source=field "export.turntable_formats=[gif]")

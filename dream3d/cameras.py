@@ -321,20 +321,35 @@ class CameraRanges:
 @dataclass(frozen=True)
 class CameraSampling(CameraRanges):
     """Random training views of a text-to-3D run: ``batch`` cameras per step rendered at
-    ``height`` x ``width``, drawn from the ranges."""
+    ``height`` x ``width``, drawn from the ranges; from step ``resolution_milestones[i]`` on, at
+    ``milestone_sizes[i]`` pixels square instead (ProlificDreamer's 64 then 512 px)."""
 
     height: int = 32
     width: int = 32
     batch: int = 2
+    resolution_milestones: tuple[int, ...] = ()
+    milestone_sizes: tuple[int, ...] = ()
 
     def __post_init__(self):
         super().__post_init__()
         if self.height < 1 or self.width < 1 or self.batch < 1:
             raise UserError(f"cameras need height, width and batch >= 1, got {self.height}, {self.width}, {self.batch}")
+        steps, sizes = list(self.resolution_milestones), list(self.milestone_sizes)
+        if len(steps) != len(sizes) or steps != sorted(steps) or any(s < 1 for s in sizes):
+            raise UserError(
+                f"cameras.resolution_milestones {steps} and cameras.milestone_sizes {sizes} need one positive "
+                f"size per milestone, milestones increasing; e.g. resolution_milestones=[5000] milestone_sizes=[512]"
+            )
 
-    def sample(self, generator: torch.Generator) -> Cameras:
-        """One step's cameras, drawn with ``generator``."""
-        return Cameras.stack(sample_cameras(self.batch, generator, height=self.height, width=self.width, ranges=self))
+    def size(self, step: int = 0) -> tuple[int, int]:
+        """``(height, width)`` of the renders at optimisation ``step``."""
+        passed = [s for m, s in zip(self.resolution_milestones, self.milestone_sizes) if step >= m]
+        return (passed[-1], passed[-1]) if passed else (self.height, self.width)
+
+    def sample(self, generator: torch.Generator, step: int = 0) -> Cameras:
+        """Step ``step``'s cameras, drawn with ``generator``."""
+        height, width = self.size(step)
+        return Cameras.stack(sample_cameras(self.batch, generator, height=height, width=width, ranges=self))
 
 
 def sample_cameras(

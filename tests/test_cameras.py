@@ -153,3 +153,12 @@ def test_camera_batches_and_sampling_config():
             CameraRanges(**bad)
     with pytest.raises(UserError):
         CameraSampling(batch=0)
+
+
+def test_render_size_follows_the_resolution_milestones():
+    sampling = CameraSampling(height=32, width=24, batch=1, resolution_milestones=(3, 5), milestone_sizes=(64, 128))
+    assert [sampling.size(s) for s in (0, 2, 3, 4, 5, 99)] == [(32, 24)] * 2 + [(64, 64)] * 2 + [(128, 128)] * 2
+    cameras = sampling.sample(torch.Generator().manual_seed(0), step=3)
+    assert (cameras.height, cameras.width) == (64, 64)
+    with pytest.raises(UserError, match="milestone_sizes"):
+        CameraSampling(resolution_milestones=(5000,), milestone_sizes=())

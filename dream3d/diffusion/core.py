@@ -7,6 +7,7 @@ UNet, noise schedule) and exposes the operations that samplers and score distill
 - :meth:`encode_images` / :meth:`decode_latents` - differentiable VAE, images in [0, 1];
 - :meth:`predict_noise` - classifier-free guided noise prediction (see :func:`cfg_combine`);
 - :meth:`add_noise` / :meth:`predict_x0` - the forward process and its inversion at one step;
+- :meth:`to_epsilon` / :meth:`training_target` - a model's output as noise, and what it learns;
 - :meth:`sample` - the text-to-image loop, bit-compatible with diffusers'
   ``StableDiffusionPipeline`` on the CPU for the same generator.
 
@@ -276,6 +277,15 @@ class LatentDiffusion:
         if self.prediction_type == "v_prediction":
             abar = self._abar(t, noisy)
             return abar.sqrt() * model_output + (1 - abar).sqrt() * noisy
+        raise UserError(f"prediction type '{self.prediction_type}' is not supported; use an epsilon or v model")
+
+    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the UNet learns to predict for clean ``latents`` noised with ``noise`` at ``t``
+        (its diffusion loss's target): the noise, or the velocity of a v-prediction model."""
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, t)
         raise UserError(f"prediction type '{self.prediction_type}' is not supported; use an epsilon or v model")
 
     def unet_forward(self, latents: torch.Tensor, t, embeddings: torch.Tensor, camera: torch.Tensor | None = None):

@@ -102,6 +102,17 @@ class Guidance(nn.Module):
         lo, hi = self.t_range(step)
         return torch.randint(lo, hi + 1, (batch,), generator=generator).to(self.core.device)
 
+    def noised_latents(self, images: torch.Tensor, step: int, generator: torch.Generator):
+        """Score distillation's start, ``(latents, t, noise, noisy)``: the renders encoded with
+        gradients, one timestep each (:meth:`sample_timesteps`), noise, and the latents noised to
+        ``t`` without gradients (drawn in that order from ``generator``)."""
+        t = self.sample_timesteps(images.shape[0], step, generator)
+        latents = self.core.encode_images(self.resize(images))
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        with torch.no_grad():
+            noisy = self.core.add_noise(latents, noise, t)
+        return latents, t, noise, noisy
+
     def resize(self, images: torch.Tensor) -> torch.Tensor:
         """Renders at the prior's image size (anti-aliased bilinear), on its device."""
         size = self.core.default_size

@@ -50,18 +50,27 @@ class SDSGuidance(Guidance):
     def forward(self, images: torch.Tensor, cameras: Cameras, step: int, generator: torch.Generator) -> GuidanceOutput:
         core, cfg = self.core, self.cfg
         cond, uncond = core.text_conditioning(self.prompts(cameras), cfg.negative_prompt)
-        t = self.sample_timesteps(images.shape[0], step, generator)
-        latents = core.encode_images(self.resize(images))
-        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        latents, t, noise, noisy = self.noised_latents(images, step, generator)
         with torch.no_grad():
-            noisy = core.add_noise(latents, noise, t)
             eps = core.predict_noise(
                 noisy, t, cond, uncond, cfg.guidance_scale, self.camera_input(cameras), cfg.guidance_rescale
             )
-        w = (1 - core.alphas_cumprod[t]).reshape(-1, 1, 1, 1) if cfg.weighting == "sds" else 1.0
-        grad = torch.nan_to_num(w * (eps - noise))
-        if cfg.grad_clip is not None:
-            grad = grad.clamp(-cfg.grad_clip, cfg.grad_clip)
-        target = (latents - grad).detach()
-        loss = 0.5 * F.mse_loss(latents, target, reduction="sum") / latents.shape[0]
-        return GuidanceOutput({"sds": loss}, {"t": t.float().mean().item(), "grad_norm": grad.norm().item()})
+        grad = latent_gradient(core, t, eps - noise, cfg.weighting, cfg.grad_clip)
+        return GuidanceOutput(
+            {"sds": gradient_loss(latents, grad)}, {"t": t.float().mean().item(), "grad_norm": grad.norm().item()}
+        )
+
+
+def latent_gradient(core, t: torch.Tensor, residual: torch.Tensor, weighting: str, clip: float | None) -> torch.Tensor:
+    """``w(t) * residual`` (``w = 1 - abar_t`` for ``"sds"``, 1 for ``"uniform"``), NaNs zeroed,
+    clipped elementwise to ``[-clip, clip]`` (``None``: not clipped)."""
+    w = (1 - core.alphas_cumprod[t]).reshape(-1, 1, 1, 1) if weighting == "sds" else 1.0
+    grad = torch.nan_to_num(w * residual)
+    return grad if clip is None else grad.clamp(-clip, clip)
+
+
+def gradient_loss(latents: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``0.5 * ||z - stopgrad(z - g)||^2 / B``: its gradient with respect to ``latents`` is ``grad``
+    (per image of the batch)."""
+    target = (latents - grad).detach()
+    return 0.5 * F.mse_loss(latents, target, reduction="sum") / latents.shape[0]

@@ -4,7 +4,7 @@ geometry and renderer, Magic3D's fine stage.
 Parts (each chosen by ``kind:`` in the config): a geometry (``geometry``: a hash-grid NeRF, or a
 DMTet mesh), a renderer (``renderer``: volume rendering with an occupancy grid, or rasterisation
 for a mesh) holding the geometry and a background (``background``), a material (``material``,
-randomly shaded Lambertian) and a guidance (``guidance``, ``sds`` or ``target``) on the frozen
+randomly shaded Lambertian) and a guidance (``guidance``: ``sds``, ``target`` or ``vsd``) on the frozen
 prior. A stage that continues another (coarse to fine) starts its geometry from the earlier
 stage's (``source``: ``geometry.create_from``). One training step:
 
@@ -125,7 +125,7 @@ class DreamFusion(System):
         self.renderer.train()
         for part in (self.geometry, self.renderer, self.guidance):
             part.update(step, generator)
-        cameras = cfg.cameras.sample(generator).to(self.device)
+        cameras = cfg.cameras.sample(generator, step).to(self.device)
         shader = self.material.training_shader(step, cameras, generator)
         want_orient = reg.orientation > 0 and step >= reg.orientation_after
         out = self.renderer(
