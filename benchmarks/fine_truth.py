@@ -30,6 +30,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, print_table, write_results  # noqa: E402
 
+SPHERICAL = ("elevation_deg", "azimuth_deg", "distance", "fov_deg")  # a camera's fields, in Camera's order
+
 
 def truth_guidance_class():
     """A :class:`~dream3d.guidance.base.Guidance` whose loss is the MSE to the true renders."""
@@ -48,9 +50,6 @@ def truth_guidance_class():
             return GuidanceOutput({"truth": F.mse_loss(images, truth)})
 
     return TruthGuidance
-
-
-SPHERICAL = ("elevation_deg", "azimuth_deg", "distance", "fov_deg")
 
 
 def main() -> None:
