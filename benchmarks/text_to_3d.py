@@ -5,8 +5,9 @@ shape-colour pairs, never used for tuning (docs/benchmarks.md records which reci
 which set). Each (prompt, seed) is one ``dream3d txt2mesh`` run in its own process (so peak memory
 is per run), scored on its exported mesh with the shapes world's measures
 (:func:`dream3d.shapes.scoring.score_asset`, ``docs/shapes-world.md``): best 3D IoU, the best-IoU
-shape, the colour of the mean surface albedo, and the **margin**, the asked shape's IoU minus the
-best other shape's (> 0 when the asked shape wins).
+shape, the colour of the mean surface albedo, the **saturation error** (the surface's mean HSV
+saturation minus the asked colour's: > 0 over-saturated, as SDS tends to be) and the **margin**, the
+asked shape's IoU minus the best other shape's (> 0 when the asked shape wins).
 
 Next to the results it prints what answers that ignore the optimisation score, computed from the
 ground truth: the true sphere for every prompt, and the best single fixed shape for all prompts
@@ -20,6 +21,7 @@ each run <= 4 minutes alone; peak memory <= 2 GB.
     python benchmarks/text_to_3d.py --no-score --out runs/gpu ...   # on a machine without open3d, then
     python benchmarks/text_to_3d.py --score-only --out runs/gpu ... # score those runs here (same set/seeds)
     python benchmarks/text_to_3d.py --reexport --out runs/gpu ...   # export finished runs again, then score
+    python benchmarks/text_to_3d.py --compare runs/sds runs/vsd --picture cmp.png  # their turntables side by side
 """
 
 from __future__ import annotations
@@ -119,6 +121,14 @@ def main() -> None:
         "turntable frames of the coarse and the fine asset side by side, a run per row",
     )
     p.add_argument(
+        "--compare",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="with --picture: draw turntable frames of the same prompt and seed from each of these earlier --out "
+        "folders side by side (e.g. one per guidance), a row per run of the set; runs and scores nothing",
+    )
+    p.add_argument(
         "--from-runs",
         default=None,
         metavar="DIR",
@@ -147,6 +157,12 @@ def main() -> None:
     bad = [q for q in prompts if parse_prompt(q) is None]
     if bad:
         p.error(f"not shapes-world prompts: {bad}; use 'a <colour> <shape>'")
+    if args.compare:
+        if not args.picture:
+            p.error("--compare draws a picture; pass --picture PNG")
+        names = [f"{prompt.replace(' ', '-')}-seed{seed}" for seed in args.seeds for prompt in prompts]
+        save_side_by_side_picture(args.picture, [[Path(d) / name for d in args.compare] for name in names])
+        return
     config = args.config or str(default_config_path(None))  # the shapes recipe, whichever prior
     root = Path(args.out or tempfile.mkdtemp(prefix="bench-t23d-"))
     env = dict(os.environ)
@@ -183,14 +199,14 @@ def main() -> None:
         (out / "bench.json").write_text(json.dumps(done))
         return out, proc.returncode, stderr, wall
 
-    headers = ["prompt", "seed", "IoU", "margin", "shape", "colour", "colour err", "s", "peak MiB"]
+    headers = ["prompt", "seed", "IoU", "margin", "shape", "colour", "colour err", "sat err", "s", "peak MiB"]
     rows, results = [], []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for (prompt, seed), (out, returncode, stderr, wall) in zip(runs, pool.map(run, runs)):
             if returncode != 0:
                 print(f"{prompt} (seed {seed}): run failed: {stderr}")
                 results.append({"prompt": prompt, "seed": seed, "failed": True, "seconds": wall})
-                rows.append([prompt, seed, "failed", "", "", "", "", f"{wall:.0f}", ""])
+                rows.append([prompt, seed, "failed", "", "", "", "", "", f"{wall:.0f}", ""])
                 continue
             metrics = json.loads((out / "metrics.json").read_text())
             done = json.loads((out / "bench.json").read_text())
@@ -199,7 +215,7 @@ def main() -> None:
                 results.append(
                     {"prompt": prompt, "seed": seed, "seconds": wall, "peak_mb": peak, "device": metrics["device"]}
                 )
-                rows.append([prompt, seed, "", "", "", "", "", f"{wall:.0f}", peak])
+                rows.append([prompt, seed, "", "", "", "", "", "", f"{wall:.0f}", peak])
                 continue
             from dream3d.shapes.scoring import load_asset, score_asset
 
@@ -226,6 +242,7 @@ def main() -> None:
                     score["predicted_shape"],
                     score["predicted_colour"],
                     f"{score['colour_error']:.3f}",
+                    f"{score['saturation_error']:+.3f}",
                     f"{wall:.0f}",
                     peak,
                 ]
@@ -243,6 +260,9 @@ def main() -> None:
         "mean_margin": sum(r["margin"] for r in ok) / n,
         "shape_right": sum(r["shape_right"] for r in ok) / n,
         "colour_right": sum(r["colour_right"] for r in ok) / n,
+        "mean_colour_error": sum(r["colour_error"] for r in ok) / max(1, len(ok)),
+        "mean_saturation_error": sum(abs(r["saturation_error"]) for r in ok) / max(1, len(ok)),
+        "mean_saturation_bias": sum(r["saturation_error"] for r in ok) / max(1, len(ok)),
         "max_seconds": max((r["seconds"] for r in results), default=0.0),
         "max_peak_mb": max((r["peak_mb"] for r in ok), default=0),
         "sphere_for_all": fixed["sphere"],
@@ -259,7 +279,6 @@ def main() -> None:
             "mean_colour_error": sum(r["coarse"]["colour_error"] for r in staged) / len(staged),
         }
         summary["fine_gain"] = sum(r["iou"] - r["coarse"]["iou"] for r in staged) / len(staged)
-        summary["mean_colour_error"] = sum(r["colour_error"] for r in staged) / len(staged)
         summary["max_stage_seconds"] = {
             k: max(r["stage_seconds"].get(k, 0.0) for r in staged) for k in staged[0]["stage_seconds"]
         }
@@ -275,7 +294,9 @@ def main() -> None:
         f"mean IoU {summary['mean_iou']:.3f} (>= {t['mean_iou']}), {summary['margin_over_fixed']:+.3f} over the best "
         f"fixed answer (>= +{t['margin_over_fixed']}), mean margin of the asked shape {summary['mean_margin']:+.3f}, "
         f"shape right {summary['shape_right']:.0%} (>= {t['shape_right']:.0%}), colour right "
-        f"{summary['colour_right']:.0%} (>= {t['colour_right']:.0%}), max {summary['max_seconds']:.0f} s "
+        f"{summary['colour_right']:.0%} (>= {t['colour_right']:.0%}), mean colour error "
+        f"{summary['mean_colour_error']:.3f}, mean |saturation error| {summary['mean_saturation_error']:.3f} "
+        f"(signed {summary['mean_saturation_bias']:+.3f}), max {summary['max_seconds']:.0f} s "
         f"(<= {t['seconds']} alone), max {summary['max_peak_mb']} MiB (<= {t['peak_mb']})"
     )
     if staged:
@@ -290,7 +311,7 @@ def main() -> None:
         done = [root / f"{r['prompt'].replace(' ', '-')}-seed{r['seed']}" for r in ok]
         if staged:
             coarse_dirs = [Path(args.from_runs) / d.name if args.from_runs else d / "coarse" for d in done]
-            save_coarse_fine_picture(args.picture, list(zip(coarse_dirs, done)))
+            save_side_by_side_picture(args.picture, [list(pair) for pair in zip(coarse_dirs, done)])
         else:
             save_picture(args.picture, done)
     write_results(
@@ -330,26 +351,28 @@ def save_picture(path: str, runs: list[Path]) -> None:
         print(f"wrote {path}")
 
 
-def save_coarse_fine_picture(path: str, pairs: list[tuple[Path, Path]], frames: int = 3) -> None:
-    """A row per run: ``frames`` turntable frames of the coarse asset, then the same frames of the
-    fine one (both turntables are rendered from the exported files, at the same angles)."""
+def save_side_by_side_picture(path: str, rows: list[list[Path]], frames: int = 3) -> None:
+    """A row per prompt and seed: ``frames`` turntable frames of each run in the row, in the order
+    given (coarse then fine, or one run per recipe); every turntable is rendered from the exported
+    files at the same angles. Rows missing a turntable are left out."""
     import imageio.v3 as iio
     import numpy as np
 
     from dream3d.grid import make_grid
     from dream3d.io import save_image
 
-    tiles = []
-    for coarse, fine in pairs:
-        videos = [coarse / "turntable.gif", fine / "turntable.gif"]
+    tiles, cols = [], 0
+    for runs in rows:
+        videos = [run / "turntable.gif" for run in runs]
         if not all(v.is_file() for v in videos):
             continue
         for video in videos:
             clip = iio.imread(video, index=None)[..., :3]
             pick = np.linspace(0, len(clip), frames, endpoint=False).astype(int)
             tiles += [clip[i] for i in pick]
+        cols = len(runs) * frames
     if tiles:
-        save_image(path, make_grid(tiles, cols=2 * frames, pad=4))
+        save_image(path, make_grid(tiles, cols=cols, pad=4))
         print(f"wrote {path}")
 
 

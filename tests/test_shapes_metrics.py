@@ -15,6 +15,8 @@ from dream3d.shapes import (
     iou_3d,
     nearest_colour,
     occupancy_grid,
+    saturation,
+    saturation_error,
     sdf,
 )
 from dream3d.shapes.metrics import _inside, _true_count
@@ -97,6 +99,13 @@ def test_iou_edge_cases():
         iou_3d(empty, np.zeros((8, 8, 8), bool))
     with pytest.raises(UserError, match="cubic"):
         best_iou(np.zeros((4, 4, 5), bool), "cube")
+
+
+def test_saturation_of_the_colour_table():
+    assert saturation(COLOURS["red"]) == pytest.approx((0.80 - 0.08) / 0.80)
+    assert saturation((0.0, 0.0, 0.0)) == 0.0 and saturation((0.5, 0.5, 0.5)) == 0.0
+    assert saturation_error(1.0, "red") == pytest.approx(0.1)
+    assert saturation(np.stack([COLOURS["blue"], (0.2, 0.1, 0.0)])).tolist() == pytest.approx([0.875, 1.0])
 
 
 def test_colour_error_and_nearest():

@@ -18,6 +18,8 @@ from .metrics import (
     iou_3d,
     nearest_colour,
     occupancy_grid,
+    saturation,
+    saturation_error,
 )
 from .objects import COLOURS, SHAPES, ShapeObject, all_objects, occupancy, parse_prompt, sdf
 from .render import Placement, Plane, RenderOutput, Scene, render, to_uint8, trace
@@ -43,6 +45,8 @@ __all__ = [
     "iou_3d",
     "make_stereo_scene",
     "nearest_colour",
+    "saturation",
+    "saturation_error",
     "occupancy",
     "occupancy_grid",
     "parse_prompt",

@@ -229,6 +229,19 @@ def colour_error(mean_albedo, colour) -> float:
     return float(np.linalg.norm(_rgb(mean_albedo, "mean_albedo") - _rgb(colour, "colour")))
 
 
+def saturation(rgb) -> np.ndarray:
+    """HSV saturation ``(max - min) / max`` of linear RGB values (..., 3); 0 for black."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    hi, lo = rgb.max(axis=-1), rgb.min(axis=-1)
+    return np.where(hi > 0, (hi - lo) / np.maximum(hi, 1e-12), 0.0)
+
+
+def saturation_error(mean_saturation: float, colour) -> float:
+    """Signed saturation error: ``mean_saturation`` (of an asset's surface) minus the saturation of
+    ``colour`` (a name or RGB); > 0 is over-saturated, < 0 washed out."""
+    return float(mean_saturation - saturation(_rgb(colour, "colour")))
+
+
 def nearest_colour(rgb) -> str:
     """Name of the table colour nearest to ``rgb`` (linear RGB, Euclidean)."""
     value = _rgb(rgb, "rgb")

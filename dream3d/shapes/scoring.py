@@ -3,7 +3,8 @@
 An exported mesh (glTF +Y-up, vertex colours = albedo) is brought back to the world frame,
 voxelised on the measures' 128^3 grid over [-1, 1]^3 (open3d's inside test), and compared with the
 prompt's object: best 3D IoU over rotations about Z and uniform scales, the best-IoU shape
-among the five, and the colour error of the mean surface albedo (area-weighted vertex colours).
+among the five, the colour error of the mean surface albedo (area-weighted vertex colours) and the
+saturation error (the area-weighted mean HSV saturation of the surface colours minus the colour's).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import trimesh
 
 from ..errors import UserError
 from ..export.mesh import WORLD_TO_GLTF
-from .metrics import best_iou, classify_shape, colour_error, grid_centres, nearest_colour
+from .metrics import best_iou, classify_shape, colour_error, grid_centres, nearest_colour, saturation, saturation_error
 from .objects import parse_prompt
 
 
@@ -41,12 +42,24 @@ def mesh_occupancy(mesh, res: int = 128) -> np.ndarray:
     return occ.reshape(res, res, res) > 0.5
 
 
+def _face_colours(mesh) -> tuple[np.ndarray, np.ndarray]:
+    """Each face's colour (the mean of its vertex colours, linear RGB in [0, 1]) and area weight."""
+    colours = np.asarray(mesh.visual.vertex_colors, np.float64)[:, :3] / 255.0
+    area = np.asarray(mesh.area_faces)
+    return colours[np.asarray(mesh.faces)].mean(axis=1), area / max(area.sum(), 1e-12)
+
+
 def mean_surface_albedo(mesh) -> np.ndarray:
     """Area-weighted mean of the vertex colours (linear RGB in [0, 1])."""
-    colours = np.asarray(mesh.visual.vertex_colors, np.float64)[:, :3] / 255.0
-    face_rgb = colours[np.asarray(mesh.faces)].mean(axis=1)
-    area = np.asarray(mesh.area_faces)
-    return (face_rgb * area[:, None]).sum(0) / max(area.sum(), 1e-12)
+    face_rgb, weight = _face_colours(mesh)
+    return (face_rgb * weight[:, None]).sum(0)
+
+
+def mean_surface_saturation(mesh) -> float:
+    """Area-weighted mean HSV saturation of the surface colours (of each face's colour, not of the
+    mean colour: a surface of saturated patches of two hues stays saturated)."""
+    face_rgb, weight = _face_colours(mesh)
+    return float((saturation(face_rgb) * weight).sum())
 
 
 def score_asset(mesh, prompt: str, res: int = 128) -> dict:
@@ -59,6 +72,7 @@ def score_asset(mesh, prompt: str, res: int = 128) -> dict:
     match = best_iou(occ, shape)
     predicted, scores = classify_shape(occ)
     albedo = mean_surface_albedo(mesh)
+    sat = mean_surface_saturation(mesh)
     return {
         "shape": shape,
         "colour": colour,
@@ -70,6 +84,8 @@ def score_asset(mesh, prompt: str, res: int = 128) -> dict:
         "shape_ious": scores,
         "mean_albedo": albedo.tolist(),
         "colour_error": colour_error(albedo, colour),
+        "saturation": sat,
+        "saturation_error": saturation_error(sat, colour),
         "predicted_colour": nearest_colour(albedo),
         "colour_right": nearest_colour(albedo) == colour,
     }
