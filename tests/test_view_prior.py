@@ -9,10 +9,14 @@ from safetensors.torch import load_file
 
 from dream3d.cameras import CameraRanges
 from dream3d.cli import main
+from dream3d.diffusion.framing import frame_object, on_background
+from dream3d.diffusion.loading import bundled_prior_path
 from dream3d.diffusion.zero123 import ViewDiffusion
-from dream3d.prior.view_data import HELD_OUT_CAMERAS, near_held_out, training_cameras
+from dream3d.prior.view_data import HELD_OUT_CAMERAS, held_out_camera, near_held_out, training_cameras
 from dream3d.prior.view_eval import ViewEvalConfig, evaluate_view_prior
 from dream3d.prior.view_train import ViewPriorTrainConfig, train_view_prior
+from dream3d.shapes.objects import ShapeObject
+from dream3d.shapes.render import render
 
 TINY = dict(
     views_per_object=3,
@@ -111,3 +115,21 @@ def test_view_train_bad_config_is_one_line_exit_2(tmp_path, capsys):
     code = main(["prior", "train", "--kind", "view", "-o", str(tmp_path / "p"), "cond_dropout=2"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "cond_dropout" in err
+
+
+def test_bundled_view_prior_loads_and_keeps_the_colour():
+    path = bundled_prior_path("shapes-view")
+    assert (path / "model_index.json").is_file(), "the bundled view prior is missing from the package"
+    size_mb = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+    assert size_mb <= 30 and not (path / "train").exists()
+    core = ViewDiffusion.from_pretrained("shapes-view", device="cpu")
+    assert core.default_size == 32 and core.variant == "stable-zero123"
+    cam = held_out_camera(0, 128)
+    out = render(ShapeObject("sphere", "blue"), cam)
+    rgba = torch.cat([torch.from_numpy(out.rgb).permute(2, 0, 1), torch.from_numpy(out.alpha)[None]])
+    image = on_background(frame_object(rgba, core.object_fraction, size=32))[None]
+    camera = core.relative_camera((cam.elevation_deg, cam.azimuth_deg, 1.8), (10.0, 120.0, 1.8))
+    sample = core.sample(image, camera, num_steps=10, scheduler="dpm", generator=torch.Generator().manual_seed(0))
+    pixels = sample[0].permute(1, 2, 0).reshape(-1, 3)
+    fg = pixels[pixels.min(-1).values < 0.7].mean(0)  # not the white background
+    assert fg[2] > fg[0] + 0.2 and fg[2] > fg[1] + 0.2

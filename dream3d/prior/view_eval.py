@@ -52,6 +52,7 @@ class ViewEvalConfig:
     white_tolerance: float = 0.1
     device: str | None = None
     classifier: str | None = None  # None: the bundled classifier
+    threads: int = 0  # 0: torch's default (on a CPU shared with other work, 1 is often faster)
 
     def __post_init__(self):
         if not 1 <= self.objects <= 30:
@@ -76,6 +77,8 @@ def measures(pred: torch.Tensor, truth: torch.Tensor, tolerance: float) -> dict[
 def evaluate_view_prior(cfg: ViewEvalConfig, out: str | Path, progress: bool = True) -> dict:
     """Sample, score; writes ``eval.json`` and ``samples.png`` to ``out``."""
     out = ensure_writable_dir(out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     path = Path(cfg.classifier) if cfg.classifier else bundled_classifier_path()
     if not path.is_file():
         raise UserError(f"classifier '{path}' does not exist; train one with 'dream3d prior eval' (--kind text) first")
@@ -122,17 +125,22 @@ def evaluate_view_prior(cfg: ViewEvalConfig, out: str | Path, progress: bool = T
         return {k: float(v.mean()) for k, v in m.items()}, m
 
     scores, per_sample = score(samples)
-    baseline, _ = score(cond_images)
+    baseline, per_baseline = score(cond_images)
     truth_read, _ = score(truth)
-    by_camera = {
-        f"{c.elevation_deg:g},{c.azimuth_deg:g}": {k: float(v[i::n].mean()) for k, v in per_sample.items()}
-        for i, c in enumerate(target_cams)
-    }
-    by_shape = {
-        s: {k: float(v[want_shape == j].mean()) for k, v in per_sample.items()}
-        for j, s in enumerate(SHAPES)
-        if (want_shape == j).any()
-    }
+
+    def by_camera(values):
+        return {
+            f"{c.elevation_deg:g},{c.azimuth_deg:g}": {k: float(v[i::n].mean()) for k, v in values.items()}
+            for i, c in enumerate(target_cams)
+        }
+
+    def by_shape(values):
+        return {
+            s: {k: float(v[want_shape == j].mean()) for k, v in values.items()}
+            for j, s in enumerate(SHAPES)
+            if (want_shape == j).any()
+        }
+
     tiles = []
     for k in range(len(objects)):
         tiles.append(conditions[k][None])
@@ -153,8 +161,10 @@ def evaluate_view_prior(cfg: ViewEvalConfig, out: str | Path, progress: bool = T
         "passed": {k: scores[k] >= v for k, v in VIEW_TARGETS.items()},
         "baseline_conditioning_image": baseline,
         "ground_truth_read": {"shape": truth_read["shape"], "colour": truth_read["colour"]},
-        "by_target_camera": by_camera,
-        "by_shape": by_shape,
+        "by_target_camera": by_camera(per_sample),
+        "by_shape": by_shape(per_sample),
+        "baseline_by_target_camera": by_camera(per_baseline),
+        "baseline_by_shape": by_shape(per_baseline),
         "classifier": str(path),
         "grid": "samples.png (rows: objects; columns: the conditioning image, then per target camera: sample, truth)",
     }
