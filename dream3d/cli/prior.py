@@ -6,7 +6,8 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("prior", help="the bundled shapes-world priors (text and view): path, train, eval")
     psub = p.add_subparsers(dest="prior_command", metavar="ACTION", required=True)
-    path = psub.add_parser("path", help="print the folder of the bundled prior")
+    path = psub.add_parser("path", help="print the folder of a bundled prior")
+    path.add_argument("--kind", default="text", help="which prior: text (default) or view")
     path.set_defaults(func=run_path)
 
     train = psub.add_parser(
@@ -43,7 +44,12 @@ def register(sub) -> None:
 def run_path(args) -> int:
     from ..diffusion.loading import resolve_model
 
-    print(resolve_model("shapes"))
+    check_kind(args.kind)
+    print(
+        resolve_model(
+            "shapes-view" if args.kind == "view" else "shapes", layout="view" if args.kind == "view" else "sd"
+        )
+    )
     return 0
 
 

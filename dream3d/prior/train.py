@@ -274,6 +274,8 @@ class EMATraining(TrainingTask):
     optimizer_name = "model"
     trained: dict[str, torch.nn.Module]
     device: torch.device
+    parts: dict  # the model's parts: "vae" and "scheduler" at least
+    cfg: UNetRecipe
 
     def setup(self, lr: float, warmup_steps: int, steps: int, ema_decay: float) -> None:
         self.params = [p for module in self.trained.values() for p in module.parameters()]
@@ -303,6 +305,19 @@ class EMATraining(TrainingTask):
 
     def after_optimizer_step(self, step: int) -> None:
         self.ema.step(self.params)
+
+    def diffusion_loss(self, pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor):
+        """MSE of the UNet's output against its target: the noise, or the velocity (``cfg.prediction_type``)."""
+        scheduler = self.parts["scheduler"]
+        target = noise if self.cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+        return torch.nn.functional.mse_loss(pred, target)
+
+    def finish(self, trainer: Trainer) -> dict:
+        """Load the EMA weights, hand the parts back on the CPU, frozen; returns the stage's record
+        (with the frozen VAE's parameter count)."""
+        record = self.finish_ema(trainer)
+        record["parameters"]["vae"] = sum(p.numel() for p in self.parts["vae"].parameters())
+        return record
 
     def finish_ema(self, trainer: Trainer) -> dict:
         """Load the EMA weights, hand the modules back on the CPU, frozen; returns the losses and the
@@ -385,14 +400,7 @@ class UNetTraining(EMATraining):
         noisy = scheduler.add_noise(x0, noise, t)
         embeds = self.text_encoder(ids)[0]
         pred = self.unet(noisy, t, encoder_hidden_states=embeds, class_labels=labels).sample
-        target = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
-        return StepOutput(torch.nn.functional.mse_loss(pred, target), {})
-
-    def finish(self, trainer: Trainer) -> dict:
-        """Load the EMA weights, hand the parts back on the CPU, frozen; returns the stage's record."""
-        record = self.finish_ema(trainer)
-        record["parameters"]["vae"] = sum(p.numel() for p in self.parts["vae"].parameters())
-        return record
+        return StepOutput(self.diffusion_loss(pred, x0, noise, t), {})
 
 
 def unet_stage(

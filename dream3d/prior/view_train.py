@@ -44,7 +44,7 @@ from ..diffusion.zero123 import (
 )
 from ..errors import UserError
 from ..io import ensure_writable_dir, write_json
-from ..trainer import Stage, StagedRun, StepOutput, Trainer
+from ..trainer import Stage, StagedRun, StepOutput
 from .train import EMATraining, UNetRecipe
 from .view_data import HELD_OUT_CAMERAS, HELD_OUT_RADIUS, VIEW_DISTANCE, VIEW_FOV, ViewSet, ViewSetSpec, cached_view_set
 
@@ -236,10 +236,4 @@ class ViewTraining(EMATraining):
         cond_latents = self.cond_latents[f, c] * keep[:, None, None, None]
         noisy = scheduler.add_noise(x0, noise, t)
         pred = self.unet(torch.cat([noisy, cond_latents], dim=1), t, encoder_hidden_states=states).sample
-        target_v = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
-        return StepOutput(torch.nn.functional.mse_loss(pred, target_v), {})
-
-    def finish(self, trainer: Trainer) -> dict:
-        record = self.finish_ema(trainer)
-        record["parameters"]["vae"] = sum(p.numel() for p in self.parts["vae"].parameters())
-        return record
+        return StepOutput(self.diffusion_loss(pred, x0, noise, t), {})
