@@ -38,6 +38,14 @@ TINY = dict(
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _restore_threads():
+    """The tiny trainings set torch's thread count (``threads=1``); the tests after these keep theirs."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_view_prior(tiny_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("view") / "prior"
