@@ -19,7 +19,7 @@ import warnings
 from ..errors import UserError
 
 # Subcommand modules, in the order ``dream3d --help`` lists them.
-COMMANDS = ["txt2img", "txt2mesh", "batch", "prior", "stereo", "demo", "app"]
+COMMANDS = ["txt2img", "txt2mesh", "img2mesh", "batch", "prior", "stereo", "demo", "app"]
 
 
 def build_parser() -> argparse.ArgumentParser:
