@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.ndimage import distance_transform_edt
 
 import dream3d
 from dream3d.cameras import Camera, Cameras
@@ -185,7 +186,7 @@ def test_depth_losses_ignore_scale_and_shift():
         other = torch.rand(200, generator=torch.Generator().manual_seed(1), requires_grad=True)
         loss = depth_loss(other, ref, kind)
         loss.backward()
-        assert float(loss) > 0.01 and float(other.grad.abs().sum()) > 0
+        assert loss.item() > 0.01 and float(other.grad.abs().sum()) > 0
 
 
 def test_prepare_reference_with_a_depth_model(cube_png):
@@ -222,8 +223,10 @@ def test_mask_from_alpha_or_a_plain_background(tmp_path, kind):
     Image.fromarray(pixels).save(tmp_path / "in.png")
     rgba = load_input_image(tmp_path / "in.png")
     assert rgba.shape == (64, 64, 4) and _mask_iou(rgba, truth) > 0.97
-    if kind == "photo-like":  # the shadow stays out of the mask, and away from the object out of the alpha
-        assert (rgba[..., 3][40:, :][~truth[40:, :]] < 0.5).all()
+    if kind == "photo-like":  # the shadow, in the file's alpha, is gone from the alpha a few pixels off the object
+        far = distance_transform_edt(~truth) > 3
+        assert (np.asarray(Image.open(tmp_path / "in.png"))[..., 3][far] > 0).sum() > 50
+        assert (rgba[..., 3][far] == 0).all()
 
 
 def test_framing_centres_and_scales_the_object(cube_png):
