@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from ..cameras import CAMERA_FEATURES
@@ -28,8 +28,8 @@ DEFAULT_WORDS = (
 
 
 @dataclass
-class ModelSpec:
-    """Sizes of every component. The defaults are a tiny model for tests (~0.3M parameters)."""
+class LatentModelSpec:
+    """Sizes shared by every latent diffusion model built here: the VAE, the UNet and the noise schedule."""
 
     image_size: int = 32
     latent_channels: int = 4
@@ -40,22 +40,86 @@ class ModelSpec:
     unet_layers_per_block: int = 1
     unet_heads: int = 2
     unet_cross_attention_blocks: tuple[bool, ...] = (False, True)
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+    prediction_type: str = "epsilon"
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae_channels) - 1)
+
+
+@dataclass
+class ModelSpec(LatentModelSpec):
+    """Sizes of every component of a text-to-image model. The defaults are a tiny model for tests (~0.3M parameters)."""
+
     text_hidden: int = 32
     text_layers: int = 1
     text_heads: int = 2
     max_length: int = 16
     words: tuple[str, ...] = tuple(DEFAULT_WORDS)
     camera_input: bool = False  # a camera-conditioned UNet (class embedding of the camera features)
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    beta_schedule: str = "scaled_linear"
-    prediction_type: str = "epsilon"
     extra: dict = field(default_factory=dict)
 
-    @property
-    def vae_factor(self) -> int:
-        return 2 ** (len(self.vae_channels) - 1)
+
+def build_vae(spec: LatentModelSpec) -> AutoencoderKL:
+    """A fresh ``AutoencoderKL`` of ``spec``'s sizes (weights from the global generator)."""
+    n_vae = len(spec.vae_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n_vae,
+        up_block_types=("UpDecoderBlock2D",) * n_vae,
+        block_out_channels=tuple(spec.vae_channels),
+        layers_per_block=spec.vae_layers_per_block,
+        latent_channels=spec.latent_channels,
+        norm_num_groups=min(32, min(spec.vae_channels)),
+        sample_size=spec.image_size,
+        scaling_factor=spec.vae_scaling_factor,
+    )
+
+
+def build_unet(
+    spec: LatentModelSpec, cross_attention_dim: int, in_channels: int | None = None, **extra
+) -> UNet2DConditionModel:
+    """A fresh ``UNet2DConditionModel`` on ``spec``'s latents; ``in_channels`` defaults to the latent
+    channels (a Zero-1-to-3 UNet takes twice as many: the noisy latents and the conditioning image's)."""
+    cross = spec.unet_cross_attention_blocks
+    if len(cross) != len(spec.unet_channels):
+        raise UserError(
+            f"unet_cross_attention_blocks has {len(cross)} flags for {len(spec.unet_channels)} UNet levels; give one per level"
+        )
+    down = tuple("CrossAttnDownBlock2D" if c else "DownBlock2D" for c in cross)
+    up = tuple("CrossAttnUpBlock2D" if c else "UpBlock2D" for c in reversed(cross))
+    return UNet2DConditionModel(
+        sample_size=spec.image_size // spec.vae_factor,
+        in_channels=in_channels or spec.latent_channels,
+        out_channels=spec.latent_channels,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=tuple(spec.unet_channels),
+        layers_per_block=spec.unet_layers_per_block,
+        cross_attention_dim=cross_attention_dim,
+        # diffusers' historical naming: for this class `attention_head_dim` is the number of heads.
+        attention_head_dim=spec.unet_heads,
+        norm_num_groups=min(32, min(spec.unet_channels)),
+        **extra,
+    )
+
+
+def build_noise_schedule(spec: LatentModelSpec) -> DDPMScheduler:
+    """The training noise schedule of ``spec`` (a ``DDPMScheduler``, sample clipping off)."""
+    return DDPMScheduler(
+        num_train_timesteps=spec.num_train_timesteps,
+        beta_start=spec.beta_start,
+        beta_end=spec.beta_end,
+        beta_schedule=spec.beta_schedule,
+        prediction_type=spec.prediction_type,
+        clip_sample=False,
+        steps_offset=1,
+    )
 
 
 def build_components(spec: ModelSpec, seed: int = 0) -> dict:
@@ -76,56 +140,22 @@ def build_components(spec: ModelSpec, seed: int = 0) -> dict:
             pad_token_id=eos,
         )
     )
-    n_vae = len(spec.vae_channels)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * n_vae,
-        up_block_types=("UpDecoderBlock2D",) * n_vae,
-        block_out_channels=tuple(spec.vae_channels),
-        layers_per_block=spec.vae_layers_per_block,
-        latent_channels=spec.latent_channels,
-        norm_num_groups=min(32, min(spec.vae_channels)),
-        sample_size=spec.image_size,
-        scaling_factor=spec.vae_scaling_factor,
-    )
-    cross = spec.unet_cross_attention_blocks
-    if len(cross) != len(spec.unet_channels):
-        raise UserError(
-            f"unet_cross_attention_blocks has {len(cross)} flags for {len(spec.unet_channels)} UNet levels; give one per level"
-        )
-    down = tuple("CrossAttnDownBlock2D" if c else "DownBlock2D" for c in cross)
-    up = tuple("CrossAttnUpBlock2D" if c else "UpBlock2D" for c in reversed(cross))
-    unet = UNet2DConditionModel(
-        sample_size=spec.image_size // spec.vae_factor,
-        in_channels=spec.latent_channels,
-        out_channels=spec.latent_channels,
-        down_block_types=down,
-        up_block_types=up,
-        block_out_channels=tuple(spec.unet_channels),
-        layers_per_block=spec.unet_layers_per_block,
-        cross_attention_dim=spec.text_hidden,
-        # diffusers' historical naming: for this class `attention_head_dim` is the number of heads.
-        attention_head_dim=spec.unet_heads,
-        norm_num_groups=min(32, min(spec.unet_channels)),
+    vae = build_vae(spec)
+    unet = build_unet(
+        spec,
+        spec.text_hidden,
         # the camera enters as diffusers' "projection" class embedding, added to the time embedding
         class_embed_type="projection" if spec.camera_input else None,
         projection_class_embeddings_input_dim=len(CAMERA_FEATURES) if spec.camera_input else None,
     )
-    scheduler = DDPMScheduler(
-        num_train_timesteps=spec.num_train_timesteps,
-        beta_start=spec.beta_start,
-        beta_end=spec.beta_end,
-        beta_schedule=spec.beta_schedule,
-        prediction_type=spec.prediction_type,
-        clip_sample=False,
-        steps_offset=1,
-    )
+    scheduler = build_noise_schedule(spec)
     return {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet, "scheduler": scheduler}
 
 
 def save_model(components: dict, folder: str | Path) -> Path:
     """Save components in diffusers layout (safetensors), loadable by ``StableDiffusionPipeline``."""
+    from diffusers import StableDiffusionPipeline  # noqa: PLC0415 - deferred: its module imports transformers' image processors (slow, and they warn without torchvision)
+
     folder = Path(folder)
     pipe = StableDiffusionPipeline(
         vae=components["vae"],

@@ -34,7 +34,7 @@ from transformers.utils import logging as tlog
 
 from ..errors import UserError
 from .devices import dtype_name, resolve_device, resolve_dtype
-from .loading import resolve_model, takes_camera
+from .loading import DEFAULT_BUNDLED, resolve_model, takes_camera
 from .schedulers import make_scheduler
 
 
@@ -51,6 +51,20 @@ def _quiet_loading():
             tlog.enable_progress_bar()
         if was_d:
             dlog.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def loading_parts(folder, what: str):
+    """Load a model's parts quietly; a part that fails to load becomes one :class:`UserError` line
+    that names the ``folder`` and ``what`` a complete model is ("SD model")."""
+    try:
+        with _quiet_loading():
+            yield
+    except (OSError, ValueError, KeyError) as e:
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise UserError(
+            f"could not load the model in '{folder}' ({reason}); check that it is a complete {what}"
+        ) from None
 
 
 def cfg_combine(noise_uncond: torch.Tensor, noise_cond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -82,72 +96,64 @@ def cfg_rescale(guided: torch.Tensor, cond: torch.Tensor, rescale: float) -> tor
     return rescale * rescaled + (1 - rescale) * guided
 
 
-class LatentDiffusion:
-    """A Stable Diffusion model (diffusers layout) and the operations guidance needs."""
+class LatentSpace:
+    """The latent space and noise schedule of a latent diffusion model: what every core on a VAE and
+    a DDPM-style schedule shares (:class:`LatentDiffusion` here, ``ViewDiffusion`` in
+    :mod:`dream3d.diffusion.zero123`). Subclasses set ``self.modules`` (every ``nn.Module`` they hold)
+    before calling ``__init__``; it freezes them."""
 
-    def __init__(
-        self,
-        vae,
-        text_encoder,
-        tokenizer,
-        unet,
-        scheduler_config: dict,
-        device,
-        dtype,
-        source: str = "",
-        takes_camera: bool = False,
-    ):
+    modules: tuple[str, ...] = ("vae", "unet")
+
+    def __init__(self, vae, unet, scheduler_config: dict, device, dtype, source: str = ""):
         self.vae = vae
-        self.text_encoder = text_encoder
-        self.tokenizer = tokenizer
         self.unet = unet
         self.scheduler_config = dict(scheduler_config)
         self.device = device
         self.dtype = dtype
         self.source = source
-        self.takes_camera = takes_camera  # a camera-conditioned model (loading.takes_camera)
-        self._prompt_cache: dict[str, torch.Tensor] = {}
-        for module in (self.vae, self.text_encoder, self.unet):
+        for name in self.modules:
+            module = getattr(self, name)
             module.requires_grad_(False)
             module.eval()
         self.noise_scheduler = make_scheduler("ddpm", self.scheduler_config)  # the training schedule: betas, add_noise
         self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
 
-    # ------------------------------------------------------------------ loading
+    layout = "sd"  # the model layout (dream3d.diffusion.loading.LAYOUTS)
+    what = "SD model"  # a complete one, in load errors
+
     @classmethod
     def from_pretrained(
         cls,
         model: str | Path | None = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
-    ) -> LatentDiffusion:
-        """Load from the bundled prior (``None``/``"shapes"``), a folder or a hub id."""
+    ):
+        """Load from the layout's bundled prior (``None``: ``"shapes"`` for text-to-image,
+        ``"shapes-view"`` for a view model), a folder or a hub id (:func:`~dream3d.diffusion.loading.resolve_model`)."""
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        folder = resolve_model(model)
-        try:
-            with _quiet_loading():
-                unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dt)
-                vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dt)
-                text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dt)
-                tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
-                scheduler_config = DDPMScheduler.load_config(folder, subfolder="scheduler")
-            camera = takes_camera(folder, unet.config)
-        except (OSError, ValueError, KeyError) as e:
-            reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            raise UserError(
-                f"could not load the model in '{folder}' ({reason}); check that it is a complete SD model"
-            ) from None
-        obj = cls(vae, text_encoder, tokenizer, unet, dict(scheduler_config), dev, dt, str(model or "shapes"), camera)
+        folder = resolve_model(model, layout=cls.layout)
+        with loading_parts(folder, cls.what):
+            obj = cls.load_parts(folder, dev, dt, str(model or DEFAULT_BUNDLED[cls.layout]))
         obj.to(dev)
         return obj
 
-    def to(self, device) -> LatentDiffusion:
+    @classmethod
+    def load_parts(cls, folder: Path, device, dtype, source: str) -> LatentSpace:
+        raise NotImplementedError
+
+    @staticmethod
+    def load_latent_parts(folder, dtype) -> tuple:
+        """``(unet, vae, scheduler_config)`` of the diffusers-layout model in ``folder``."""
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype)
+        return unet, vae, dict(DDPMScheduler.load_config(folder, subfolder="scheduler"))
+
+    def to(self, device):
         self.device = torch.device(device)
-        for module in (self.vae, self.text_encoder, self.unet):
-            module.to(self.device)
+        for name in self.modules:
+            getattr(self, name).to(self.device)
         self.alphas_cumprod = self.alphas_cumprod.to(self.device)
-        self._prompt_cache.clear()
         return self
 
     # ------------------------------------------------------------------ facts
@@ -167,6 +173,173 @@ class LatentDiffusion:
     def prediction_type(self) -> str:
         return self.scheduler_config.get("prediction_type", "epsilon")
 
+    # ------------------------------------------------------------------ VAE
+    def encode_images(
+        self, images: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False
+    ) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> scaled latents. Differentiable.
+
+        ``sample=False`` takes the posterior mean (deterministic, what SDS uses); ``sample=True``
+        draws from the posterior with ``generator``.
+        """
+        x = images.to(device=self.device, dtype=self.vae.dtype) * 2.0 - 1.0
+        posterior = self.vae.encode(x).latent_dist
+        z = posterior.sample(generator=generator) if sample else posterior.mean
+        return z * self.vae.config.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images (B, 3, H, W) in [0, 1]. Differentiable."""
+        x = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        return (x / 2 + 0.5).clamp(0, 1)
+
+    # ------------------------------------------------------------------ noise
+    def _abar(self, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, device=self.device).long().reshape(-1)
+        abar = self.alphas_cumprod[t].to(like.dtype)
+        return abar.reshape(-1, *([1] * (like.ndim - 1)))
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """Forward process ``sqrt(abar_t) * x0 + sqrt(1 - abar_t) * noise`` (the scheduler's ``add_noise``)."""
+        t = torch.as_tensor(t, device=latents.device).long().reshape(-1)
+        return self.noise_scheduler.add_noise(latents, noise, t)
+
+    def predict_x0(self, noisy: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """One-step estimate of the clean latent: ``(x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t)``."""
+        abar = self._abar(t, noisy)
+        return (noisy - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+    def to_epsilon(self, model_output: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """The UNet's output as a noise estimate, whatever the model predicts (epsilon or v)."""
+        if self.prediction_type == "epsilon":
+            return model_output
+        if self.prediction_type == "v_prediction":
+            abar = self._abar(t, noisy)
+            return abar.sqrt() * model_output + (1 - abar).sqrt() * noisy
+        raise UserError(f"prediction type '{self.prediction_type}' is not supported; use an epsilon or v model")
+
+    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the UNet learns to predict for clean ``latents`` noised with ``noise`` at ``t``
+        (its diffusion loss's target): the noise, or the velocity of a v-prediction model."""
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, t)
+        raise UserError(f"prediction type '{self.prediction_type}' is not supported; use an epsilon or v model")
+
+    def guided_epsilon(
+        self, noisy: torch.Tensor, t, forward: Callable, do_cfg: bool, guidance_scale: float, guidance_rescale: float
+    ) -> torch.Tensor:
+        """The guided noise estimate at training timestep(s) ``t``: ``forward(x, t, doubled)`` is the
+        UNet's raw output for ``x`` (``doubled``: the unconditional then the conditional batch, run
+        as one, as diffusers does); the two halves combine with :func:`cfg_combine` then
+        :func:`cfg_rescale`, and v-prediction is converted to epsilon after guidance (linear)."""
+        t = torch.as_tensor(t, device=self.device)
+        if t.ndim == 0:
+            t = t.expand(noisy.shape[0])
+        if not do_cfg:
+            return self.to_epsilon(forward(noisy, t, False).to(noisy.dtype), noisy, t)
+        out = forward(torch.cat([noisy, noisy]), torch.cat([t, t]), True)
+        out_uncond, out_cond = out.to(noisy.dtype).chunk(2)
+        guided = cfg_rescale(cfg_combine(out_uncond, out_cond, guidance_scale), out_cond, guidance_rescale)
+        return self.to_epsilon(guided, noisy, t)
+
+    # ------------------------------------------------------------------ sampling
+    def denoise(
+        self,
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        forward: Callable,
+        generator: torch.Generator | None,
+        scheduler: str | None,
+        steps: int,
+        cfg: tuple[float, float] | None,
+        eta: float = 0.0,
+        progress: bool | Callable = True,
+    ) -> torch.Tensor:
+        """The sampling loop of diffusers' pipelines: latents of ``shape`` from ``generator``'s noise,
+        denoised in ``steps`` steps of the scheduler ``scheduler`` (:func:`make_scheduler`).
+        ``forward(model_in, t)`` is the UNet's raw output for the scaled model input, doubled
+        (the unconditional half first) when ``cfg = (guidance_scale, guidance_rescale)`` is given;
+        guidance is :func:`cfg_combine` then :func:`cfg_rescale`. ``progress``: a tqdm bar (``True``) or ``callback(i, t, latents)``."""
+        sched = make_scheduler(scheduler, self.scheduler_config)
+        sched.set_timesteps(steps, device=self.device)
+        step_kwargs = {}
+        step_params = set(inspect.signature(sched.step).parameters)
+        if "eta" in step_params:
+            step_kwargs["eta"] = eta
+        if "generator" in step_params:
+            step_kwargs["generator"] = generator
+        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=dtype)
+        latents = latents * sched.init_noise_sigma
+
+        bar = None
+        if progress is True:
+            bar = tqdm(total=len(sched.timesteps), desc="sampling", unit="step", leave=False)
+        for i, t in enumerate(sched.timesteps):
+            model_in = torch.cat([latents] * 2) if cfg else latents
+            model_in = sched.scale_model_input(model_in, t)
+            noise = forward(model_in, t)
+            if cfg:
+                noise_uncond, noise_cond = noise.chunk(2)
+                noise = cfg_combine(noise_uncond, noise_cond, cfg[0])
+                noise = cfg_rescale(noise, noise_cond, cfg[1])
+            latents = sched.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+            if bar is not None:
+                bar.update()
+            elif callable(progress):
+                progress(i, t, latents)
+        if bar is not None:
+            bar.close()
+        return latents
+
+    # ------------------------------------------------------------------ sizes
+    def check_size(self, height: int, width: int) -> None:
+        f = self.vae_scale_factor
+        for name, v in (("height", height), ("width", width)):
+            if v < f or v % f:
+                raise UserError(
+                    f"{name} {v} is not a positive multiple of the VAE factor {f}; use e.g. {max(f, v - v % f)}"
+                )
+
+
+class LatentDiffusion(LatentSpace):
+    """A Stable Diffusion model (diffusers layout) and the operations guidance needs."""
+
+    modules = ("vae", "text_encoder", "unet")
+
+    def __init__(
+        self,
+        vae,
+        text_encoder,
+        tokenizer,
+        unet,
+        scheduler_config: dict,
+        device,
+        dtype,
+        source: str = "",
+        takes_camera: bool = False,
+    ):
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.takes_camera = takes_camera  # a camera-conditioned model (loading.takes_camera)
+        self._prompt_cache: dict[str, torch.Tensor] = {}
+        super().__init__(vae, unet, scheduler_config, device, dtype, source)
+
+    @classmethod
+    def load_parts(cls, folder: Path, device, dtype, source: str) -> LatentDiffusion:
+        """The model in ``folder`` (:meth:`LatentSpace.from_pretrained` calls it)."""
+        unet, vae, scheduler_config = cls.load_latent_parts(folder, dtype)
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype)
+        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+        camera = takes_camera(folder, unet.config)
+        return cls(vae, text_encoder, tokenizer, unet, scheduler_config, device, dtype, source, camera)
+
+    def to(self, device) -> LatentDiffusion:
+        super().to(device)
+        self._prompt_cache.clear()
+        return self
+
+    # ------------------------------------------------------------------ facts
     def describe(self) -> dict:
         return {
             "model": self.source,
@@ -235,59 +408,6 @@ class LatentDiffusion:
             )
         return self.encode_prompt(list(prompts)), self.encode_prompt(list(negative))
 
-    # ------------------------------------------------------------------ VAE
-    def encode_images(
-        self, images: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False
-    ) -> torch.Tensor:
-        """Images (B, 3, H, W) in [0, 1] -> scaled latents. Differentiable.
-
-        ``sample=False`` takes the posterior mean (deterministic, what SDS uses); ``sample=True``
-        draws from the posterior with ``generator``.
-        """
-        x = images.to(device=self.device, dtype=self.vae.dtype) * 2.0 - 1.0
-        posterior = self.vae.encode(x).latent_dist
-        z = posterior.sample(generator=generator) if sample else posterior.mean
-        return z * self.vae.config.scaling_factor
-
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> images (B, 3, H, W) in [0, 1]. Differentiable."""
-        x = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-        return (x / 2 + 0.5).clamp(0, 1)
-
-    # ------------------------------------------------------------------ noise
-    def _abar(self, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(t, device=self.device).long().reshape(-1)
-        abar = self.alphas_cumprod[t].to(like.dtype)
-        return abar.reshape(-1, *([1] * (like.ndim - 1)))
-
-    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """Forward process ``sqrt(abar_t) * x0 + sqrt(1 - abar_t) * noise`` (the scheduler's ``add_noise``)."""
-        t = torch.as_tensor(t, device=latents.device).long().reshape(-1)
-        return self.noise_scheduler.add_noise(latents, noise, t)
-
-    def predict_x0(self, noisy: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """One-step estimate of the clean latent: ``(x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t)``."""
-        abar = self._abar(t, noisy)
-        return (noisy - (1 - abar).sqrt() * eps) / abar.sqrt()
-
-    def to_epsilon(self, model_output: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """The UNet's output as a noise estimate, whatever the model predicts (epsilon or v)."""
-        if self.prediction_type == "epsilon":
-            return model_output
-        if self.prediction_type == "v_prediction":
-            abar = self._abar(t, noisy)
-            return abar.sqrt() * model_output + (1 - abar).sqrt() * noisy
-        raise UserError(f"prediction type '{self.prediction_type}' is not supported; use an epsilon or v model")
-
-    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What the UNet learns to predict for clean ``latents`` noised with ``noise`` at ``t``
-        (its diffusion loss's target): the noise, or the velocity of a v-prediction model."""
-        if self.prediction_type == "epsilon":
-            return noise
-        if self.prediction_type == "v_prediction":
-            return self.noise_scheduler.get_velocity(latents, noise, t)
-        raise UserError(f"prediction type '{self.prediction_type}' is not supported; use an epsilon or v model")
-
     def unet_forward(self, latents: torch.Tensor, t, embeddings: torch.Tensor, camera: torch.Tensor | None = None):
         """The raw UNet output for (already scaled) latent inputs (``camera``: :meth:`camera_labels`)."""
         labels = self.camera_labels(camera, latents.shape[0])
@@ -314,28 +434,18 @@ class LatentDiffusion:
         guidance; the conversion is linear). ``camera`` (a camera-conditioned model's
         :meth:`camera_labels`) conditions both branches, as MVDream does.
         """
-        t = torch.as_tensor(t, device=self.device)
-        if t.ndim == 0:
-            t = t.expand(noisy.shape[0])
-        if uncond is None or guidance_scale == 1.0:
-            out = self.unet_forward(noisy, t, cond, camera)
-            return self.to_epsilon(out.to(noisy.dtype), noisy, t)
-        camera = self.camera_labels(camera, noisy.shape[0])
-        camera = torch.cat([camera, camera]) if camera is not None else None
-        out = self.unet_forward(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([uncond, cond]), camera)
-        out_uncond, out_cond = out.to(noisy.dtype).chunk(2)
-        guided = cfg_rescale(cfg_combine(out_uncond, out_cond, guidance_scale), out_cond, guidance_rescale)
-        return self.to_epsilon(guided, noisy, t)
+
+        def forward(x, steps, doubled):
+            if not doubled:
+                return self.unet_forward(x, steps, cond, camera)
+            labels = self.camera_labels(camera, noisy.shape[0])
+            labels = torch.cat([labels, labels]) if labels is not None else None
+            return self.unet_forward(x, steps, torch.cat([uncond, cond]), labels)
+
+        do_cfg = uncond is not None and guidance_scale != 1.0
+        return self.guided_epsilon(noisy, t, forward, do_cfg, guidance_scale, guidance_rescale)
 
     # ------------------------------------------------------------------ sampling
-    def check_size(self, height: int, width: int) -> None:
-        f = self.vae_scale_factor
-        for name, v in (("height", height), ("width", width)):
-            if v < f or v % f:
-                raise UserError(
-                    f"{name} {v} is not a positive multiple of the VAE factor {f}; use e.g. {max(f, v - v % f)}"
-                )
-
     @torch.no_grad()
     def sample(
         self,
@@ -381,42 +491,18 @@ class LatentDiffusion:
         embeds = torch.cat([uncond, cond]) if do_cfg else cond
         labels = self.camera_labels(camera, embeds.shape[0])
 
-        sched = make_scheduler(scheduler, self.scheduler_config)
-        sched.set_timesteps(steps, device=self.device)
-        step_kwargs = {}
-        step_params = set(inspect.signature(sched.step).parameters)
-        if "eta" in step_params:
-            step_kwargs["eta"] = eta
-        if "generator" in step_params:
-            step_kwargs["generator"] = generator
-
         shape = (
             len(prompts) * num_images,
             self.unet.config.in_channels,
             height // self.vae_scale_factor,
             width // self.vae_scale_factor,
         )
-        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=embeds.dtype)
-        latents = latents * sched.init_noise_sigma
 
-        bar = None
-        if progress is True:
-            bar = tqdm(total=len(sched.timesteps), desc="sampling", unit="step", leave=False)
-        for i, t in enumerate(sched.timesteps):
-            model_in = torch.cat([latents] * 2) if do_cfg else latents
-            model_in = sched.scale_model_input(model_in, t)
-            noise = self.unet(model_in, t, encoder_hidden_states=embeds, class_labels=labels, return_dict=False)[0]
-            if do_cfg:
-                noise_uncond, noise_cond = noise.chunk(2)
-                noise = cfg_combine(noise_uncond, noise_cond, guidance_scale)
-                noise = cfg_rescale(noise, noise_cond, guidance_rescale)
-            latents = sched.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
-            if bar is not None:
-                bar.update()
-            elif callable(progress):
-                progress(i, t, latents)
-        if bar is not None:
-            bar.close()
+        def forward(model_in, t):
+            return self.unet(model_in, t, encoder_hidden_states=embeds, class_labels=labels, return_dict=False)[0]
+
+        cfg = (guidance_scale, guidance_rescale) if do_cfg else None
+        latents = self.denoise(shape, embeds.dtype, forward, generator, scheduler, steps, cfg, eta, progress)
         if output == "latent":
             return latents
         images = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False, generator=generator)[0]

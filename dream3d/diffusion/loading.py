@@ -1,11 +1,16 @@
 """The one way to load a model: a name, a folder or a hub id -> a folder in diffusers layout.
 
-``resolve_model`` accepts
-- ``None`` or ``"shapes"``: the bundled shapes-world prior shipped inside the package;
-- a folder holding a Stable Diffusion model in diffusers layout (``model_index.json``, ``unet/``,
-  ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``);
-- a Hugging Face hub id such as ``stabilityai/stable-diffusion-2-1-base``, fetched into (or, with
-  ``HF_HUB_OFFLINE=1``, read from) the usual Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``).
+``resolve_model(model, layout)`` takes one of two layouts: ``"sd"`` (a text-to-image Stable
+Diffusion model, the default) or ``"view"`` (a view-conditioned Zero-1-to-3 model, in the layout of
+diffusers' community ``Zero1to3StableDiffusionPipeline``: :mod:`dream3d.diffusion.zero123`). It accepts
+- ``None``: the layout's bundled prior (``"shapes"``, ``"shapes-view"``); either name too;
+- a folder holding a model of that layout (``model_index.json`` and the components of
+  :data:`LAYOUTS`: for ``"sd"`` ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
+  ``scheduler/``; for ``"view"`` ``unet/``, ``vae/``, ``image_encoder/``, ``cc_projection/``,
+  ``feature_extractor/``, ``scheduler/``);
+- a Hugging Face hub id such as ``stabilityai/stable-diffusion-2-1-base`` or ``kxic/zero123-165000``,
+  fetched into (or, with ``HF_HUB_OFFLINE=1``, read from) the usual Hugging Face cache
+  (``HF_HOME`` / ``HF_HUB_CACHE``).
 
 A model made by dream3d may take a camera (a camera-conditioned prior): its UNet has diffusers'
 ``"projection"`` class embedding of :data:`~dream3d.cameras.CAMERA_FEATURES`, and ``camera.json``
@@ -25,8 +30,13 @@ from ..cameras import CAMERA_FEATURES
 from ..errors import ModelLoadError
 
 SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+VIEW_COMPONENTS = ("unet", "vae", "image_encoder", "cc_projection", "feature_extractor", "scheduler")
+LAYOUTS = {"sd": SD_COMPONENTS, "view": VIEW_COMPONENTS}
+LAYOUT_NAMES = {"sd": "a Stable Diffusion model", "view": "a Zero-1-to-3 (view-conditioned) model"}
 CAMERA_FILE = "camera.json"
-BUNDLED = {"shapes": "shapes"}  # name -> folder under dream3d/priors/
+BUNDLED = {"shapes": "shapes", "shapes-view": "shapes-view"}  # name -> folder under dream3d/priors/
+BUNDLED_LAYOUT = {"shapes": "sd", "shapes-view": "view"}
+DEFAULT_BUNDLED = {"sd": "shapes", "view": "shapes-view"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -39,48 +49,67 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def resolve_model(model: str | os.PathLike | None) -> Path:
+def resolve_model(model: str | os.PathLike | None, layout: str = "sd") -> Path:
     """A local folder in diffusers layout for ``model`` (see the module docstring)."""
+    if layout not in LAYOUTS:
+        raise ModelLoadError(f"unknown model layout '{layout}'; use one of {', '.join(LAYOUTS)}")
     if model is None or str(model) in BUNDLED:
-        name = "shapes" if model is None else str(model)
+        name = DEFAULT_BUNDLED[layout] if model is None else str(model)
+        if BUNDLED_LAYOUT[name] != layout:
+            raise ModelLoadError(
+                f"the bundled '{name}' prior is {LAYOUT_NAMES[BUNDLED_LAYOUT[name]]}, not "
+                f"{LAYOUT_NAMES[layout]}; use --model {DEFAULT_BUNDLED[layout]}"
+            )
         path = bundled_prior_path(name)
         if not (path / "model_index.json").is_file():
+            train = "dream3d prior train" + (" --kind view" if layout == "view" else "")
             raise ModelLoadError(
                 f"the bundled '{name}' prior is not installed at {path}; rebuild it with "
-                f"'dream3d prior train -o {path}' or pass --model FOLDER_OR_HUB_ID"
+                f"'{train} -o {path}' or pass --model FOLDER_OR_HUB_ID"
             )
         return path
     text = str(model)
     path = Path(text).expanduser()
     if path.exists():
-        check_sd_layout(path)
+        check_layout(path, layout)
         return path
     if HUB_ID.match(text) and not text.startswith((".", "/", "~")):
-        return _from_hub(text)
+        return _from_hub(text, layout)
+    example = "stabilityai/stable-diffusion-2-1-base" if layout == "sd" else "kxic/zero123-165000"
     raise ModelLoadError(
         f"model path '{text}' does not exist; pass a folder in diffusers layout, a hub id such as "
-        f"stabilityai/stable-diffusion-2-1-base, or 'shapes' for the bundled prior"
+        f"{example}, or '{DEFAULT_BUNDLED[layout]}' for the bundled prior"
     )
 
 
-def check_sd_layout(path: Path) -> None:
+def check_layout(path: Path, layout: str = "sd") -> None:
+    """Raise a one-line :class:`ModelLoadError` unless ``path`` holds a model of ``layout``."""
     if not path.is_dir():
         raise ModelLoadError(f"model path '{path}' is a file; pass the folder that holds model_index.json")
-    missing = [c for c in SD_COMPONENTS if not (path / c).is_dir()]
+    missing = [c for c in LAYOUTS[layout] if not (path / c).is_dir()]
     if missing or not (path / "model_index.json").is_file():
         what = ", ".join(missing + ([] if (path / "model_index.json").is_file() else ["model_index.json"]))
-        raise ModelLoadError(
-            f"'{path}' is not a Stable Diffusion model in diffusers layout (missing {what}); "
-            f"point --model at the folder that holds model_index.json"
+        other = next((k for k in LAYOUTS if k != layout and all((path / c).is_dir() for c in LAYOUTS[k])), None)
+        hint = (
+            f"it looks like {LAYOUT_NAMES[other]}"
+            if other
+            else "point --model at the folder that holds model_index.json"
         )
+        raise ModelLoadError(f"'{path}' is not {LAYOUT_NAMES[layout]} in diffusers layout (missing {what}); {hint}")
 
 
-def _from_hub(repo_id: str) -> Path:
-    from diffusers import DiffusionPipeline  # noqa: PLC0415 - deferred: ~4 s to import; only hub ids need it, not `dream3d prior path`
-
+def _from_hub(repo_id: str, layout: str = "sd") -> Path:
     offline = hub_offline()
     try:
-        folder = DiffusionPipeline.download(repo_id, local_files_only=offline)
+        if layout == "sd":
+            from diffusers import DiffusionPipeline  # noqa: PLC0415 - deferred: ~4 s to import; only hub ids need it, not `dream3d prior path`
+
+            folder = DiffusionPipeline.download(repo_id, local_files_only=offline)
+        else:  # a community pipeline: fetch its components' folders only (no pipeline code, no safety checker)
+            from huggingface_hub import snapshot_download  # noqa: PLC0415 - deferred as above
+
+            patterns = ["model_index.json", "view.json"] + [f"{c}/*" for c in LAYOUTS[layout]]
+            folder = snapshot_download(repo_id, allow_patterns=patterns, local_files_only=offline)
     except Exception as e:  # huggingface_hub raises many types; all mean "could not get it"
         if offline:
             raise ModelLoadError(
@@ -93,7 +122,7 @@ def _from_hub(repo_id: str) -> Path:
             f"network, or pass a local folder"
         ) from None
     path = Path(folder)
-    check_sd_layout(path)
+    check_layout(path, layout)
     return path
 
 
