@@ -30,6 +30,7 @@ from typing import Literal
 import torch
 
 from ..cameras import Camera, Cameras
+from ..diffusion.zero123 import encode_relative_camera
 from ..errors import UserError
 from .base import Guidance, GuidanceConfigBase, GuidanceOutput
 from .sds import gradient_loss, latent_gradient
@@ -83,8 +84,6 @@ class Zero123Guidance(Guidance):
 
     def relative_cameras(self, cameras: Cameras) -> torch.Tensor:
         """Zero-1-to-3's camera rows ``(B, 4)`` of ``cameras`` relative to the reference camera."""
-        from ..diffusion.zero123 import encode_relative_camera  # noqa: PLC0415 - the view core's module
-
         ref = self.reference
         return encode_relative_camera(
             cameras.elevation_deg.cpu() - ref.elevation_deg,
