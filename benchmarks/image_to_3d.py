@@ -107,7 +107,9 @@ def main() -> None:
     p.add_argument("--no-photo", action="store_true", help="skip the photo-like case")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", default=None)
-    p.add_argument("--model", default=None, help="another view prior (default: the bundled shapes-view)")
+    p.add_argument(
+        "--model", default=None, help="another view prior (default: the bundled shapes-view; still the shapes recipe)"
+    )
     p.add_argument("--out", default=None, help="keep inputs and run folders here (default: a temporary folder)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, sharing the cores")
     p.add_argument("--score-only", action="store_true", help="score the runs already in --out instead of running")
@@ -120,6 +122,9 @@ def main() -> None:
         p.error("--objects must be in 1..30 and --jobs at least 1")
     if args.score_only and not args.out:
         p.error("--score-only needs --out DIR, the folder of earlier runs")
+    from dream3d.image_to_3d import default_config_path
+
+    config = args.config or str(default_config_path(None))  # the shapes recipe, whichever prior
     root = Path(args.out or tempfile.mkdtemp(prefix="bench-i23d-"))
     prompts = ordered_prompts()[: args.objects]
     cases = [(q, False) for q in prompts] + ([] if args.no_photo else [(PHOTO_OBJECT, True)])
@@ -137,7 +142,7 @@ def main() -> None:
         cmd = [sys.executable, "-m", "dream3d", "img2mesh", str(image), "-o", str(out), "--seed", str(args.seed)]
         cmd += ["--elevation", str(HELD_OUT["elevation"]), "--distance", str(HELD_OUT["distance"])]
         cmd += ["--fov", str(HELD_OUT["fov"])]
-        cmd += (["--config", args.config] if args.config else []) + (["--model", args.model] if args.model else [])
+        cmd += ["--config", config] + (["--model", args.model] if args.model else [])
         cmd += list(args.overrides)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -210,7 +215,7 @@ def main() -> None:
             "held_out_camera": HELD_OUT,
             "results": results,
             "overrides": args.overrides,
-            "config": args.config,
+            "config": config,
             "model": args.model,
             "jobs": args.jobs,
             "seed": args.seed,
