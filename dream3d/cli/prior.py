@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("prior", help="the bundled shapes-world prior: path, train, eval")
+    p = sub.add_parser("prior", help="the bundled shapes-world priors (text and view): path, train, eval")
     psub = p.add_subparsers(dest="prior_command", metavar="ACTION", required=True)
     path = psub.add_parser("path", help="print the folder of the bundled prior")
     path.set_defaults(func=run_path)
@@ -17,7 +17,10 @@ def register(sub) -> None:
     train.add_argument(
         "-o", "--output", required=True, help="output folder (model files; training state in OUTPUT/train)"
     )
-    train.add_argument("--config", default=None, help="YAML file of PriorTrainConfig fields")
+    train.add_argument("--kind", default="text", help="which prior: text (the text-to-image prior, default) or view")
+    train.add_argument(
+        "--config", default=None, help="YAML file of PriorTrainConfig (--kind view: ViewPriorTrainConfig) fields"
+    )
     train.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its checkpoints")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. unet_steps=2000")
     train.set_defaults(func=run_train)
@@ -28,8 +31,11 @@ def register(sub) -> None:
         description="Scores a model with a classifier trained on ground-truth renders; writes eval.json and samples.png.",
     )
     ev.add_argument("-o", "--output", default="outputs/prior-eval")
-    ev.add_argument("--model", default=None, help="model to score (default: the bundled prior)")
-    ev.add_argument("--config", default=None, help="YAML file of PriorEvalConfig fields")
+    ev.add_argument(
+        "--kind", default="text", help="which prior: text (default) or view (novel views, held-out cameras)"
+    )
+    ev.add_argument("--model", default=None, help="model to score (default: the bundled prior of that kind)")
+    ev.add_argument("--config", default=None, help="YAML file of PriorEvalConfig (--kind view: ViewEvalConfig) fields")
     ev.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. samples_per_prompt=4 objects=10")
     ev.set_defaults(func=run_eval)
 
@@ -41,8 +47,31 @@ def run_path(args) -> int:
     return 0
 
 
+KINDS = ("text", "view")
+
+
+def check_kind(kind: str) -> None:
+    from ..errors import UserError
+
+    if kind not in KINDS:
+        raise UserError(f"unknown prior kind '{kind}'; use --kind text or --kind view")
+
+
 def run_train(args) -> int:
     from ..config import load_config
+
+    check_kind(args.kind)
+    if args.kind == "view":
+        from ..prior.view_train import ViewPriorTrainConfig, train_view_prior
+
+        cfg = load_config(ViewPriorTrainConfig, args.config, args.overrides)
+        record = train_view_prior(cfg, args.output, resume=args.resume)
+        stage = record["stages"]["view"]
+        print(
+            f"view prior written to {args.output}/ in {record['seconds_total']:.0f} s ({record['bundle_mb']} MiB): "
+            f"loss {stage['final_loss']:.4f}; details in {args.output}/train/train.json"
+        )
+        return 0
     from ..prior.train import PriorTrainConfig, train_prior
 
     cfg = load_config(PriorTrainConfig, args.config, args.overrides)
@@ -58,6 +87,19 @@ def run_train(args) -> int:
 
 def run_eval(args) -> int:
     from ..config import load_config
+
+    check_kind(args.kind)
+    if args.kind == "view":
+        from ..prior.view_eval import ViewEvalConfig, evaluate_view_prior, format_view_table
+
+        overrides = list(args.overrides) + ([f"model={args.model}"] if args.model else [])
+        cfg = load_config(ViewEvalConfig, args.config, overrides)
+        record = evaluate_view_prior(cfg, args.output)
+        print(format_view_table(record))
+        print(
+            f"{record['samples']} samples in {record['sample_seconds']:.0f} s; wrote {args.output}/eval.json and samples.png"
+        )
+        return 0 if all(record["passed"].values()) else 1
     from ..prior.evaluate import PriorEvalConfig, evaluate_prior, format_table
 
     overrides = list(args.overrides) + ([f"model={args.model}"] if args.model else [])

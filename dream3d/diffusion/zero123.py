@@ -241,6 +241,44 @@ def read_view_facts(folder: str | Path) -> dict:
     return facts
 
 
+class ClipPreprocess:
+    """What ``CLIPImageProcessor`` (config ``feature_extractor``: a ``preprocessor_config.json`` dict)
+    does to images in [0, 1], in torch and differentiable: resize the shortest side to ``size``
+    (bicubic, anti-aliased), centre-crop to ``crop_size``, normalise by ``image_mean``/``image_std``.
+    Training and inference both use it."""
+
+    def __init__(self, feature_extractor: dict):
+        fe = feature_extractor
+        crop = fe.get("crop_size", 224)
+        self.crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)
+        size = fe.get("size", self.crop[0])
+        self.shortest_edge = size.get("shortest_edge", min(self.crop)) if isinstance(size, dict) else size
+        self.mean = torch.tensor(fe.get("image_mean", CLIP_MEAN)).reshape(1, 3, 1, 1)
+        self.std = torch.tensor(fe.get("image_std", CLIP_STD)).reshape(1, 3, 1, 1)
+
+    def to(self, device) -> ClipPreprocess:
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float()
+        h, w = x.shape[-2:]
+        scale = self.shortest_edge / min(h, w)
+        nh, nw = max(self.crop[0], round(h * scale)), max(self.crop[1], round(w * scale))
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+        top, left = (nh - self.crop[0]) // 2, (nw - self.crop[1]) // 2
+        x = x[..., top : top + self.crop[0], left : left + self.crop[1]]
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+
+def project_camera(cc_projection: CCProjection, image_embeds: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+    """The UNet's cross-attention states (B, 1, D): ``cc_projection`` of the CLIP image embedding
+    (B, D) concatenated with the camera's 4 numbers (B, 4)."""
+    x = torch.cat([image_embeds[:, None], camera[:, None].to(image_embeds.dtype)], dim=-1)
+    return cc_projection(x.to(cc_projection.dtype))
+
+
 class ViewDiffusion(LatentSpace):
     """A Zero-1-to-3 model (the layout in the module docstring) and the operations that novel-view
     sampling and image-to-3D guidance need. Images are (B, 3, H, W) in [0, 1]; latents are scaled
@@ -267,13 +305,9 @@ class ViewDiffusion(LatentSpace):
         self.cc_projection = cc_projection
         self.variant = variant
         self.object_fraction = object_fraction
-        fe = feature_extractor or feature_extractor_config(image_encoder.config.image_size)
-        crop = fe.get("crop_size", image_encoder.config.image_size)
-        self.clip_crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)
-        size = fe.get("size", self.clip_crop[0])
-        self.clip_shortest_edge = size.get("shortest_edge", min(self.clip_crop)) if isinstance(size, dict) else size
-        self.clip_mean = torch.tensor(fe.get("image_mean", CLIP_MEAN)).reshape(1, 3, 1, 1)
-        self.clip_std = torch.tensor(fe.get("image_std", CLIP_STD)).reshape(1, 3, 1, 1)
+        self.clip_preprocess = ClipPreprocess(
+            feature_extractor or feature_extractor_config(image_encoder.config.image_size)
+        )
         super().__init__(vae, unet, scheduler_config, device, dtype, source)
         latent = vae.config.latent_channels
         if unet.config.in_channels != 2 * latent or cc_projection.config.in_channel != (
@@ -316,7 +350,7 @@ class ViewDiffusion(LatentSpace):
 
     def to(self, device) -> ViewDiffusion:
         super().to(device)
-        self.clip_mean, self.clip_std = self.clip_mean.to(self.device), self.clip_std.to(self.device)
+        self.clip_preprocess.to(self.device)
         return self
 
     @property
@@ -339,17 +373,8 @@ class ViewDiffusion(LatentSpace):
 
     # ------------------------------------------------------------------ conditioning
     def clip_pixels(self, images: torch.Tensor) -> torch.Tensor:
-        """What ``CLIPImageProcessor`` does to images in [0, 1], in torch (differentiable): resize the
-        shortest side to ``size`` (bicubic, anti-aliased), centre-crop to ``crop_size``, normalise."""
-        x = images.to(device=self.device, dtype=torch.float32)
-        h, w = x.shape[-2:]
-        scale = self.clip_shortest_edge / min(h, w)
-        nh, nw = max(self.clip_crop[0], round(h * scale)), max(self.clip_crop[1], round(w * scale))
-        if (nh, nw) != (h, w):
-            x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
-        top, left = (nh - self.clip_crop[0]) // 2, (nw - self.clip_crop[1]) // 2
-        x = x[..., top : top + self.clip_crop[0], left : left + self.clip_crop[1]]
-        return ((x - self.clip_mean) / self.clip_std).to(self.image_encoder.dtype)
+        """:class:`ClipPreprocess` of images in [0, 1] (differentiable), in the image encoder's dtype."""
+        return self.clip_preprocess(images.to(self.device)).to(self.image_encoder.dtype)
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         """CLIP ``image_embeds`` (B, D) of images in [0, 1]."""
@@ -382,9 +407,7 @@ class ViewDiffusion(LatentSpace):
                     f"got {len(camera)} cameras for {len(emb)} conditioning images; give one or the same number"
                 )
             camera = camera.expand(n, -1)
-        x = torch.cat([emb[:, None], camera[:, None].to(emb.dtype)], dim=-1)
-        embeddings = self.cc_projection(x.to(self.cc_projection.dtype))
-        return embeddings, latents
+        return project_camera(self.cc_projection, emb, camera), latents
 
     @staticmethod
     def unconditional(cond: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

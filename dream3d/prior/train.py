@@ -251,10 +251,68 @@ def vae_stage(vae, images, cfg: PriorTrainConfig) -> Stage:
     )
 
 
-class UNetTraining(TrainingTask):
+class EMATraining(TrainingTask):
+    """A task that trains the modules ``self.trained`` (name -> module, in order) jointly with one
+    AdamW (``weight_decay`` 1e-2) under a cosine schedule with warm-up, gradients clipped to norm 1,
+    and an EMA of the weights that :meth:`finish_ema` loads at the end. Subclasses call
+    :meth:`setup` after setting ``self.trained`` and ``self.device``; checkpoints hold every module
+    under its name, and ``"ema"``; the optimizer is named :attr:`optimizer_name`."""
+
+    optimizer_name = "model"
+    trained: dict[str, torch.nn.Module]
+    device: torch.device
+
+    def setup(self, lr: float, warmup_steps: int, steps: int, ema_decay: float) -> None:
+        self.params = [p for module in self.trained.values() for p in module.parameters()]
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=1e-2)
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup_steps, steps)
+        self.ema = EMAModel(self.params, decay=ema_decay)
+        for module in self.trained.values():
+            module.train().requires_grad_(True)
+
+    def optimizers(self):
+        return {self.optimizer_name: self.optimizer}
+
+    def lr_schedulers(self):
+        return {self.optimizer_name: self.scheduler}
+
+    def state_dict(self) -> dict:
+        return {**{name: m.state_dict() for name, m in self.trained.items()}, "ema": self.ema.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, module in self.trained.items():
+            module.load_state_dict(state[name])
+        self.ema.load_state_dict(state["ema"])
+        self.ema.to(self.device)
+
+    def clip_gradients(self) -> None:
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+
+    def after_optimizer_step(self, step: int) -> None:
+        self.ema.step(self.params)
+
+    def finish_ema(self, trainer: Trainer) -> dict:
+        """Load the EMA weights, hand the modules back on the CPU, frozen; returns the losses and the
+        parameter counts for the stage's record."""
+        self.ema.copy_to(self.params)
+        for module in self.trained.values():
+            module.cpu().eval().requires_grad_(False)
+        losses = [h["loss"] for h in trainer.history]
+        return {
+            "steps": trainer.step,
+            "first_loss": _mean(losses[:20]),
+            "final_loss": _mean(losses[-200:]),
+            "seconds": round(trainer.seconds, 1),
+            "parameters": {name: sum(p.numel() for p in m.parameters()) for name, m in self.trained.items()},
+        }
+
+
+class UNetTraining(EMATraining):
     """Stage 2: text encoder + UNet on the frozen VAE's latents, with an EMA of the weights.
     Random draws come from a CPU generator on every device, then move to ``device``. A
     camera-conditioned UNet (``cfg.camera_input``) also gets each image's ``cameras`` features."""
+
+    optimizer_name = "unet"
 
     def __init__(
         self,
@@ -285,31 +343,8 @@ class UNetTraining(TrainingTask):
             self.plain_index = torch.tensor([lookup[c] for c in plain])
             self.cameras = cameras.to(self.device)
         self.unet, self.text_encoder = parts["unet"].to(self.device), parts["text_encoder"].to(self.device)
-        self.params = list(self.unet.parameters()) + list(self.text_encoder.parameters())
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=1e-2)
-        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.unet_steps)
-        self.ema = EMAModel(self.params, decay=cfg.ema_decay)
-        self.unet.train().requires_grad_(True)
-        self.text_encoder.train().requires_grad_(True)
-
-    def optimizers(self):
-        return {"unet": self.optimizer}
-
-    def lr_schedulers(self):
-        return {"unet": self.scheduler}
-
-    def state_dict(self) -> dict:
-        return {
-            "unet": self.unet.state_dict(),
-            "text_encoder": self.text_encoder.state_dict(),
-            "ema": self.ema.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.unet.load_state_dict(state["unet"])
-        self.text_encoder.load_state_dict(state["text_encoder"])
-        self.ema.load_state_dict(state["ema"])
-        self.ema.to(self.device)
+        self.trained = {"unet": self.unet, "text_encoder": self.text_encoder}
+        self.setup(cfg.lr, cfg.warmup_steps, cfg.unet_steps, cfg.ema_decay)
 
     def training_step(self, step: int, generator: torch.Generator) -> StepOutput:
         cfg, device, scheduler = self.cfg, self.device, self.parts["scheduler"]
@@ -340,29 +375,11 @@ class UNetTraining(TrainingTask):
         target = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
         return StepOutput(torch.nn.functional.mse_loss(pred, target), {})
 
-    def clip_gradients(self) -> None:
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-
-    def after_optimizer_step(self, step: int) -> None:
-        self.ema.step(self.params)
-
     def finish(self, trainer: Trainer) -> dict:
         """Load the EMA weights, hand the parts back on the CPU, frozen; returns the stage's record."""
-        self.ema.copy_to(self.params)
-        self.unet.cpu().eval().requires_grad_(False)
-        self.text_encoder.cpu().eval().requires_grad_(False)
-        losses = [h["loss"] for h in trainer.history]
-        return {
-            "steps": trainer.step,
-            "first_loss": _mean(losses[:20]),
-            "final_loss": _mean(losses[-200:]),
-            "seconds": round(trainer.seconds, 1),
-            "parameters": {
-                "unet": sum(p.numel() for p in self.unet.parameters()),
-                "text_encoder": sum(p.numel() for p in self.text_encoder.parameters()),
-                "vae": sum(p.numel() for p in self.parts["vae"].parameters()),
-            },
-        }
+        record = self.finish_ema(trainer)
+        record["parameters"]["vae"] = sum(p.numel() for p in self.parts["vae"].parameters())
+        return record
 
 
 def unet_stage(

@@ -1,0 +1,261 @@
+"""Train the bundled view-conditioned prior ``shapes-view``: ``dream3d prior train --kind view -o DIR``.
+
+A Zero-1-to-3 model (:mod:`dream3d.diffusion.zero123`) at 32 px on the shapes world, in one stage on
+the project's one trainer (seeded, checkpointed every ``checkpoint_every`` steps, resumable):
+
+- **data** (:mod:`dream3d.prior.view_data`): ``views_per_object`` renders of each of the 30 objects
+  at distance 1.8 and fov 50, none near the held-out cameras; a training pair is two views of one
+  object drawn at random, the conditioning one framed to ``object_fraction``;
+- **VAE**: the bundled text prior's (``vae_from``), frozen; no VAE stage. Target latents are drawn
+  from its posterior (scaled), conditioning latents are its posterior's mode, unscaled;
+- **trained jointly from scratch**: a tiny ``CLIPVisionModelWithProjection``, the ``cc_projection``
+  and a UNet with 2 x 4 input channels; v-prediction on DDPM's linear schedule (as the text prior:
+  ``docs/prior.md``), the conditioning dropped for ``cond_dropout`` of the pairs (the projected
+  embedding and the conditioning latents zeroed together: the unconditional branch at inference),
+  horizontal flips of both views (the relative azimuth negated with them), AdamW with a cosine
+  schedule after a linear warm-up, gradients clipped to norm 1, an EMA of the weights (saved).
+
+``DIR`` gets the model (the Zero-1-to-3 layout + ``view.json``); ``DIR/train/`` the rendered views,
+the checkpoint and ``train.json`` (losses, times, parameters, the held-out cameras, the seed).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL
+
+from ..cameras import CameraRanges
+from ..config import save_config, to_dict
+from ..diffusion.devices import resolve_device
+from ..diffusion.loading import resolve_model
+from ..diffusion.zero123 import (
+    ClipPreprocess,
+    ViewModelSpec,
+    build_view_model,
+    encode_relative_camera,
+    project_camera,
+    save_view_model,
+)
+from ..errors import UserError
+from ..io import ensure_writable_dir, write_json
+from ..trainer import Stage, StagedRun, StepOutput, Trainer
+from .train import EMATraining
+from .view_data import HELD_OUT_CAMERAS, HELD_OUT_RADIUS, VIEW_DISTANCE, VIEW_FOV, ViewSet, cached_view_set
+
+
+@dataclass
+class ViewPriorTrainConfig:
+    seed: int = 0
+    size: int = 32
+    views_per_object: int = 200
+    cameras: CameraRanges = field(default_factory=CameraRanges)  # elevations of the views (distance and fov fixed)
+    # the larger side of the object's box in a conditioning image, as a fraction of the frame: the shapes
+    # objects' median at distance 1.8 and fov 50 (0.625; 10-90% of views: 0.61-0.70), so framing moves little
+    object_fraction: float = 0.625
+    # the camera encoding: "stable-zero123" gives the conditioning view's elevation as the 4th number
+    # (every pair here has d_distance 0, which would leave zero123's 4th number constant)
+    variant: Literal["zero123", "stable-zero123"] = "stable-zero123"
+    vae_from: str = "shapes"  # the VAE (frozen) of this model: folder, hub id or bundled name
+    unet_channels: tuple[int, ...] = (64, 96, 128)
+    unet_cross_attention_blocks: tuple[bool, ...] = (True, True, True)
+    unet_layers_per_block: int = 1
+    unet_heads: int = 4
+    clip_hidden: int = 128
+    clip_layers: int = 2
+    clip_heads: int = 4
+    clip_patch: int = 4
+    embed_dim: int = 128  # CLIP's projection = the UNet's cross-attention width
+    beta_schedule: str = "linear"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    steps: int = 4000
+    batch: int = 32
+    lr: float = 5e-4
+    warmup_steps: int = 200
+    cond_dropout: float = 0.12
+    flips: bool = True
+    ema_decay: float = 0.999
+    checkpoint_every: int = 500
+    device: str | None = None  # None: cuda when available, else cpu
+    threads: int = 0  # 0: torch's default
+
+    def __post_init__(self):
+        if not 0.0 <= self.cond_dropout <= 1.0:
+            raise UserError(f"cond_dropout must be in [0, 1], got {self.cond_dropout}")
+        if not 0.0 < self.object_fraction <= 1.0:
+            raise UserError(f"object_fraction must be in (0, 1], got {self.object_fraction}")
+        if self.views_per_object < 2:
+            raise UserError(f"views_per_object must be at least 2 (pairs of views), got {self.views_per_object}")
+
+
+def view_model_spec(cfg: ViewPriorTrainConfig, vae: AutoencoderKL) -> ViewModelSpec:
+    return ViewModelSpec(
+        image_size=cfg.size,
+        latent_channels=vae.config.latent_channels,
+        vae_channels=tuple(vae.config.block_out_channels),
+        unet_channels=tuple(cfg.unet_channels),
+        unet_cross_attention_blocks=tuple(cfg.unet_cross_attention_blocks),
+        unet_layers_per_block=cfg.unet_layers_per_block,
+        unet_heads=cfg.unet_heads,
+        beta_schedule=cfg.beta_schedule,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        prediction_type=cfg.prediction_type,
+        clip_hidden=cfg.clip_hidden,
+        clip_layers=cfg.clip_layers,
+        clip_heads=cfg.clip_heads,
+        clip_patch=cfg.clip_patch,
+        embed_dim=cfg.embed_dim,
+    )
+
+
+def held_out_record() -> dict:
+    return {
+        "cameras": [{"elevation": e, "azimuth": a} for e, a in HELD_OUT_CAMERAS],
+        "distance": VIEW_DISTANCE,
+        "fov": VIEW_FOV,
+        "radius_deg": HELD_OUT_RADIUS,
+        "conditioning": "the first (the view prior's eval and the image-to-3D benchmark condition on it)",
+    }
+
+
+def train_view_prior(cfg: ViewPriorTrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train into ``out`` (module docstring); returns the training record (also ``out/train/train.json``)."""
+    device = resolve_device(cfg.device)  # bad values fail here, before any folder is made
+    vae_path = resolve_model(cfg.vae_from)
+    out = ensure_writable_dir(out)
+    work = ensure_writable_dir(out / "train")
+    parts: dict = {}
+    data: list[ViewSet] = []
+    stage = Stage(
+        "view",
+        cfg.steps,
+        cfg.seed + 2,
+        build=lambda: ViewTraining(parts, data[0], cfg, device),
+        finish=lambda task, trainer: task.finish(trainer),
+        desc="view prior",
+        checkpoint_every=cfg.checkpoint_every,
+    )
+    run = StagedRun([stage], work / "checkpoints", resume=resume, progress=progress)
+    if not resume:
+        run.check_start(out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    save_config(cfg, work / "config.yaml")
+    record: dict = {"config": to_dict(cfg), "seed": cfg.seed, "held_out": held_out_record()}
+
+    start = time.perf_counter()
+    views = cached_view_set(work, cfg.views_per_object, cfg.object_fraction, cfg.size, cfg.cameras, cfg.seed, progress)
+    data.append(views)
+    record["data"] = {
+        "views": len(views),
+        "seconds": round(time.perf_counter() - start, 1),
+        "box_fraction": {
+            "median": float(np.median(views.box_fraction)),
+            "p10": float(np.percentile(views.box_fraction, 10)),
+            "p90": float(np.percentile(views.box_fraction, 90)),
+        },
+    }
+    vae = AutoencoderKL.from_pretrained(vae_path, subfolder="vae").eval().requires_grad_(False)
+    if vae.config.sample_size != cfg.size:
+        raise UserError(f"the VAE of '{vae_path}' is for {vae.config.sample_size} px images, not size={cfg.size}")
+    parts.update(build_view_model(view_model_spec(cfg, vae), vae=vae, seed=cfg.seed))
+    record["vae"] = {"from": str(vae_path), "scaling_factor": vae.config.scaling_factor}
+    record["stages"] = run.run()
+    save_view_model(parts, out, variant=cfg.variant, object_fraction=cfg.object_fraction)
+    record["seconds_total"] = round(record["stages"]["view"]["seconds"] + record["data"]["seconds"], 1)
+    record["bundle_mb"] = round(
+        sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and "train" not in f.relative_to(out).parts)
+        / 2**20,
+        2,
+    )
+    write_json(work / "train.json", record)
+    return record
+
+
+class ViewTraining(EMATraining):
+    """The one stage: image encoder + cc_projection + UNet on pairs of views (module docstring).
+    Random draws come from a CPU generator on every device, then move to ``device``."""
+
+    optimizer_name = "view"
+    progress_keys = ("loss",)
+
+    def __init__(self, parts: dict, views: ViewSet, cfg: ViewPriorTrainConfig, device: torch.device | str = "cpu"):
+        self.parts, self.cfg, self.device = parts, cfg, torch.device(device)
+        vae = parts["vae"]
+        targets, conditions = ViewSet.as_float(views.targets), ViewSet.as_float(views.conditions)
+        with torch.no_grad():
+            # [unflipped, flipped] x views: targets' posterior (scaled), conditions' mode (unscaled)
+            posts = [
+                [vae.encode(c * 2 - 1).latent_dist for c in (targets.flip(-1) if f else targets).split(256)]
+                for f in (False, True)
+            ]
+            scale = vae.config.scaling_factor
+            self.lat_mean = torch.stack([torch.cat([p.mean for p in ps]) * scale for ps in posts]).to(self.device)
+            self.lat_std = torch.stack([torch.cat([p.std for p in ps]) * scale for ps in posts]).to(self.device)
+            self.cond_latents = torch.stack(
+                [
+                    torch.cat([vae.encode(c * 2 - 1).latent_dist.mode() for c in imgs.split(256)])
+                    for imgs in (conditions, conditions.flip(-1))
+                ]
+            ).to(self.device)
+        self.conditions = conditions.to(self.device)
+        order = np.argsort(views.object_index, kind="stable")
+        self.by_object = torch.from_numpy(order.reshape(int(views.object_index.max()) + 1, -1))  # (objects, V)
+        self.elevation = torch.from_numpy(views.elevation).double()
+        self.azimuth = torch.from_numpy(views.azimuth).double()
+        self.preprocess = ClipPreprocess(parts["feature_extractor"]).to(self.device)
+        self.unet = parts["unet"].to(self.device)
+        self.image_encoder = parts["image_encoder"].to(self.device)
+        self.cc_projection = parts["cc_projection"].to(self.device)
+        self.trained = {"unet": self.unet, "image_encoder": self.image_encoder, "cc_projection": self.cc_projection}
+        self.setup(cfg.lr, cfg.warmup_steps, cfg.steps, cfg.ema_decay)
+
+    def pair_cameras(self, cond: torch.Tensor, target: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        """The relative cameras of pairs (view indices), the azimuth mirrored where the pair is flipped."""
+        d_azimuth = self.azimuth[target] - self.azimuth[cond]
+        d_azimuth = torch.where(flip, -d_azimuth, d_azimuth)
+        return encode_relative_camera(
+            self.elevation[target] - self.elevation[cond],
+            d_azimuth,
+            0.0,
+            cond_elevation_deg=self.elevation[cond],
+            variant=self.cfg.variant,
+        )
+
+    def training_step(self, step: int, generator: torch.Generator) -> StepOutput:
+        cfg, device, scheduler = self.cfg, self.device, self.parts["scheduler"]
+        n_obj, n_views = self.by_object.shape
+        obj = torch.randint(n_obj, (cfg.batch,), generator=generator)
+        cond = self.by_object[obj, torch.randint(n_views, (cfg.batch,), generator=generator)]
+        target = self.by_object[obj, torch.randint(n_views, (cfg.batch,), generator=generator)]
+        flip = (torch.rand(cfg.batch, generator=generator) < 0.5) & torch.tensor(cfg.flips)
+        sample = torch.randn((cfg.batch, *self.lat_mean.shape[2:]), generator=generator).to(device)
+        drop = torch.rand(cfg.batch, generator=generator) < cfg.cond_dropout
+        t = torch.randint(0, len(scheduler.alphas_cumprod), (cfg.batch,), generator=generator).to(device)
+        noise = torch.randn(sample.shape, generator=generator).to(device)
+
+        f, c, tg = flip.long().to(device), cond.to(device), target.to(device)
+        x0 = self.lat_mean[f, tg] + self.lat_std[f, tg] * sample
+        images = torch.where(flip[:, None, None, None].to(device), self.conditions[c].flip(-1), self.conditions[c])
+        camera = self.pair_cameras(cond, target, flip).to(device)
+        embeds = self.image_encoder(pixel_values=self.preprocess(images)).image_embeds
+        keep = (~drop).to(device=device, dtype=x0.dtype)
+        states = project_camera(self.cc_projection, embeds, camera) * keep[:, None, None]
+        cond_latents = self.cond_latents[f, c] * keep[:, None, None, None]
+        noisy = scheduler.add_noise(x0, noise, t)
+        pred = self.unet(torch.cat([noisy, cond_latents], dim=1), t, encoder_hidden_states=states).sample
+        target_v = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+        return StepOutput(torch.nn.functional.mse_loss(pred, target_v), {})
+
+    def finish(self, trainer: Trainer) -> dict:
+        record = self.finish_ema(trainer)
+        record["parameters"]["vae"] = sum(p.numel() for p in self.parts["vae"].parameters())
+        return record
