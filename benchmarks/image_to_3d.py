@@ -2,9 +2,9 @@
 
 For each of the 30 objects (the text benchmark's ten dev objects first, so ``--objects 6`` is a
 dev subset; tune on those only, never on all 30), the input is a clean 128 px RGBA render at the
-**held-out camera** (elevation 10, azimuth 35, distance 1.8, field of view 50: a view the
-``shapes-view`` prior's training never uses). ``dream3d img2mesh`` runs on it in its own process
-(``--elevation 10``; the reference camera is at azimuth 0, so the asset is the object turned by
+**held-out camera** (``dream3d.prior.view_data.HELD_OUT_CAMERA``: elevation 15, azimuth 35, distance
+1.8, field of view 50; the ``shapes-view`` prior is trained on no view within 6 degrees of it). ``dream3d img2mesh`` runs on it in its own process
+(``--elevation 15``; the reference camera is at azimuth 0, so the asset is the object turned by
 -35 degrees about Z, which the IoU's rotation search absorbs), and the exported mesh is scored with
 the shapes world's measures (:func:`dream3d.shapes.scoring.score_asset`: best 3D IoU, the best-IoU
 shape, the colour of the mean surface albedo) and the **Janus check**: the asset's silhouette from
@@ -38,11 +38,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, print_table, write_results  # noqa: E402
 from text_to_3d import DEV, OVERRIDE  # noqa: E402
 
-HELD_OUT = {"elevation": 10.0, "azimuth": 35.0, "distance": 1.8, "fov": 50.0}
 INPUT_SIZE = 128
 PHOTO_OBJECT = "a red cube"
 TARGETS = {"mean_iou": 0.80, "shape_right": 0.90, "colour_right": 0.95, "janus_pass": 0.90, "seconds": 360}
 JANUS_IOU = 0.8
+
+
+def held_out() -> dict[str, float]:
+    """The view prior's first held-out camera (``dream3d.prior.view_data``: no training view within 6 degrees)."""
+    from dream3d.prior.view_data import HELD_OUT_CAMERA, VIEW_DISTANCE, VIEW_FOV
+
+    return {"elevation": HELD_OUT_CAMERA[0], "azimuth": HELD_OUT_CAMERA[1], "distance": VIEW_DISTANCE, "fov": VIEW_FOV}
+
+
+HELD_OUT = held_out()
 
 
 def ordered_prompts() -> list[str]:

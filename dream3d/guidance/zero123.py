@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 
 from ..cameras import Camera, Cameras
-from ..diffusion.zero123 import encode_relative_camera
+from ..diffusion.zero123 import encode_relative_camera, project_camera
 from ..errors import UserError
 from .base import Guidance, GuidanceConfigBase, GuidanceOutput
 from .sds import gradient_loss, latent_gradient
@@ -98,11 +98,9 @@ class Zero123Guidance(Guidance):
         ``cc_projection`` of the kept image embedding next to each relative camera."""
         if self._embedding is None:
             raise UserError("zero123 guidance needs an input image; run it through dream3d img2mesh IMAGE")
-        core = self.core
-        camera = self.relative_cameras(cameras).to(core.device)
+        camera = self.relative_cameras(cameras).to(self.core.device)
         n = len(camera)
-        x = torch.cat([self._embedding.expand(n, -1)[:, None], camera[:, None].to(self._embedding.dtype)], dim=-1)
-        embeddings = core.cc_projection(x.to(core.cc_projection.dtype))
+        embeddings = project_camera(self.core.cc_projection, self._embedding.expand(n, -1), camera)
         return embeddings, self._latents.expand(n, -1, -1, -1)
 
     def forward(self, images: torch.Tensor, cameras: Cameras, step: int, generator: torch.Generator) -> GuidanceOutput:
