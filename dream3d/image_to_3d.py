@@ -49,8 +49,7 @@ PLAIN_BORDER_SHARE = 0.9  # this share of the border pixels must be the backgrou
 class Img2MeshConfig(RunSettings, ImageTo3DConfig):
     """An image-to-3D run: the system's parts (inherited) and the run's own settings."""
 
-    image: str = ""
-    model: str | None = None  # None: the bundled shapes-view prior
+    image: str = ""  # the input image's path
 
 
 def default_config_path(model: str | None) -> Path:
