@@ -21,21 +21,19 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from .config import load_config
 from .diffusion.devices import resolve_device
 from .diffusion.framing import frame_object
 from .errors import UserError
 from .io import ensure_writable_dir, save_image
 from .systems.image_to_3d import ImageTo3D, ImageTo3DConfig
 from .systems.reference import ReferenceConfig, ReferenceView
-from .text_to_3d import CONFIG_DIR, RunSettings, run_and_export
+from .text_to_3d import CONFIG_DIR, RunSettings, load_run_config, run_and_export
 from .trainer import Stage, StagedRun
 
 MIN_SIDE = 32  # pixels: smaller inputs are refused
@@ -57,24 +55,12 @@ def default_config_path(model: str | None) -> Path:
     return CONFIG_DIR / ("shapes-zero123.yaml" if model in (None, "shapes-view") else "zero123-sd.yaml")
 
 
-def load_img2mesh_config(
-    image: str | Path,
-    config: str | Path | None = None,
-    model: str | None = None,
-    seed: int | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    values: dict[str, Any] | None = None,
-) -> Img2MeshConfig:
-    """The config of a run: the file (default: by model), then ``image``/``model``/``seed`` and
-    nested ``values`` (dicts or config dataclasses), then ``key=value`` overrides."""
-    path = Path(config) if config is not None else default_config_path(model)
-    given = {
-        "image": str(image),
-        **({"model": model} if model is not None else {}),
-        **({"seed": seed} if seed is not None else {}),
-        **(values or {}),
-    }
-    return load_config(Img2MeshConfig, path, overrides, values=given)
+def load_img2mesh_config(image: str | Path, *args, **kwargs) -> Img2MeshConfig:
+    """The config of a run on ``image``, the other arguments as
+    :func:`~dream3d.text_to_3d.load_txt2mesh_config` takes them (``config``, ``model``, ``seed``,
+    ``overrides``, ``values``): the file (default: by model), then the image, model, seed and nested
+    values, then ``key=value`` overrides."""
+    return load_run_config(Img2MeshConfig, default_config_path, *args, image=str(image), **kwargs)
 
 
 # ------------------------------------------------------------------------------------- the input
@@ -276,22 +262,15 @@ def _to_uint8(hwc: torch.Tensor) -> np.ndarray:
     return (hwc.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-def img2mesh(
-    image: str | Path,
-    output: str | Path,
-    config: str | Path | None = None,
-    model: str | None = None,
-    seed: int | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    **values,
-) -> dict:
+def img2mesh(image: str | Path, output: str | Path, config: str | Path | None = None, **values) -> dict:
     """Python face of ``dream3d img2mesh``; returns ``metrics.json``'s content.
 
-    ``values`` set config fields, nested values as dicts or config dataclasses:
+    ``values``: ``model``, ``seed``, ``resume`` and ``progress`` as :func:`dream3d.txt2mesh` takes
+    them, and config fields, nested values as dicts or config dataclasses:
     ``img2mesh("cube.png", "out", steps=300, reference={"elevation_deg": 20})``.
     """
-    cfg = load_img2mesh_config(image, config, model, seed, values=values)
+    resume, progress = values.pop("resume", False), values.pop("progress", True)
+    cfg = load_img2mesh_config(image, config, values.pop("model", None), values.pop("seed", None), values=values)
     return run_img2mesh(cfg, output, resume=resume, progress=progress)
 
 

@@ -90,14 +90,30 @@ def load_txt2mesh_config(
 ) -> Txt2MeshConfig:
     """The config of a run: the file (default: by model), then ``prompt``/``model``/``seed`` and
     nested ``values`` (dicts or config dataclasses), then ``key=value`` overrides."""
-    path = Path(config) if config is not None else default_config_path(model)
+    return load_run_config(Txt2MeshConfig, default_config_path, config, model, seed, overrides, values, prompt=prompt)
+
+
+def load_run_config(
+    cls: type,
+    default: Callable[[str | None], Path],
+    config: str | Path | None = None,
+    model: str | None = None,
+    seed: int | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    values: dict[str, Any] | None = None,
+    **given: Any,
+):
+    """A run's config of class ``cls``: the file ``config`` (else ``default(model)``), then ``given``
+    (what the run is of: its prompt, its image), ``model`` and ``seed`` when set and nested
+    ``values``, then ``key=value`` overrides."""
+    path = Path(config) if config is not None else default(model)
     given = {
-        "prompt": prompt,
+        **given,
         **({"model": model} if model is not None else {}),
         **({"seed": seed} if seed is not None else {}),
         **(values or {}),
     }
-    return load_config(Txt2MeshConfig, path, overrides, values=given)
+    return load_config(cls, path, overrides, values=given)
 
 
 def run_txt2mesh(

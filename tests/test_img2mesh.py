@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from scipy.ndimage import distance_transform_edt
+from txt2mesh_fast import FAST as TXT2MESH_FAST
 
 import dream3d
 from dream3d.cameras import Camera, Cameras
@@ -32,22 +33,7 @@ from dream3d.systems.image_to_3d import ImageTo3D
 from dream3d.systems.reference import depth_loss, mask_loss
 from dream3d.trainer import Trainer
 
-FAST = [
-    "cameras.height=16",
-    "cameras.width=16",
-    "cameras.batch=1",
-    "renderer.sampler.num_samples=24",
-    "renderer.grid.resolution=16",
-    "renderer.grid.warmup_steps=2",
-    "renderer.grid.update_every=2",
-    "reference.size=16",
-    "export.resolution=24",
-    "export.turntable_frames=2",
-    "export.turntable_size=16",
-    "val_every=0",
-    "val_size=16",
-    "material.albedo_warmup_steps=1",
-]
+FAST = [o for o in TXT2MESH_FAST if not o.startswith("guidance.")] + ["reference.size=16"]  # the guidance is zero123
 CAMERA = Camera(10.0, 35.0, 1.8, 50.0, 64, 64)
 
 
@@ -267,19 +253,19 @@ def test_cli_bad_images_are_one_line_exit_2(tmp_path, capsys, tiny_view_model, c
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["guidance.kind=sds"], "guidance.kind"),
-        (["reference.depth=1"], "needs a depth model"),
-        (["--elevation", "120"], "elevation 120.0 is outside"),
-        (["steps=0"], "steps must be at least 1"),
-    ],
-)
-def test_cli_bad_settings_are_one_line_exit_2(tmp_path, capsys, tiny_view_model, cube_png, args, message):
-    code = main(["img2mesh", str(cube_png), "--model", str(tiny_view_model), "-o", str(tmp_path), *FAST, *args])
+BAD_SETTINGS = {
+    "guidance.kind=sds": "guidance.kind",
+    "reference.depth=1": "needs a depth model",
+    "--elevation=120": "elevation 120.0 is outside",
+    "steps=0": "steps must be at least 1",
+}
+
+
+@pytest.mark.parametrize("arg", list(BAD_SETTINGS))
+def test_cli_bad_settings_are_one_line_exit_2(tmp_path, capsys, tiny_view_model, cube_png, arg):
+    code = main(["img2mesh", str(cube_png), "--model", str(tiny_view_model), "-o", str(tmp_path), *FAST, arg])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and message in err
+    assert code == 2 and len(err.splitlines()) == 1 and BAD_SETTINGS[arg] in err
 
 
 def test_txt2mesh_refuses_the_image_guidance(tmp_path, capsys, tiny_model):

@@ -3,7 +3,7 @@ into a NeRF, pinned to the input by its reference view)."""
 
 from __future__ import annotations
 
-from . import add_device_args
+from . import add_run_args, device_overrides, run_and_report
 
 
 def register(sub) -> None:
@@ -21,18 +21,10 @@ def register(sub) -> None:
         "--fov", type=float, default=None, help="the input camera's vertical field of view in degrees (default: 50)"
     )
     p.add_argument("--distance", type=float, default=None, help="the input camera's distance (default: 1.8)")
-    p.add_argument("--config", default=None, help="YAML run config (default: by model, see configs/)")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="a Zero-1-to-3 model folder in diffusers layout, hub id, or 'shapes-view' (default)",
-    )
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the config's, 0)")
-    p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its checkpoint")
-    add_device_args(p)
-    p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=300 reference.rgb=500"
+    add_run_args(
+        p,
+        "a Zero-1-to-3 model folder in diffusers layout, hub id, or 'shapes-view' (default)",
+        "steps=300 reference.rgb=500",
     )
     p.set_defaults(func=run)
 
@@ -44,16 +36,5 @@ def run(args) -> int:
     for option, key in (("elevation", "elevation_deg"), ("fov", "fov_deg"), ("distance", "distance")):
         if getattr(args, option) is not None:
             overrides.append(f"reference.{key}={getattr(args, option)}")
-    overrides += [f"device={args.device}"] if args.device else []
-    overrides += [f"dtype={args.dtype}"] if args.dtype else []
-    cfg = load_img2mesh_config(args.image, args.config, args.model, args.seed, overrides)
-    try:
-        metrics = run_img2mesh(cfg, args.output, resume=args.resume)
-    except KeyboardInterrupt:
-        print(f"interrupted: checkpoint and partial export in {args.output}/; continue with --resume")
-        raise
-    print(
-        f"{metrics['steps']} steps in {metrics['seconds']:.0f} s; mesh: {args.output}/mesh.glb (.obj, .ply), "
-        f"turntable: {args.output}/turntable.mp4 (.gif), metrics: {args.output}/metrics.json"
-    )
-    return 0
+    cfg = load_img2mesh_config(args.image, args.config, args.model, args.seed, overrides + device_overrides(args))
+    return run_and_report(lambda: run_img2mesh(cfg, args.output, resume=args.resume), args.output)

@@ -32,25 +32,17 @@ import torch
 from ..cameras import Camera, Cameras
 from ..diffusion.zero123 import encode_relative_camera, project_camera
 from ..errors import UserError
-from .base import Guidance, GuidanceConfigBase, GuidanceOutput
-from .sds import gradient_loss, latent_gradient
+from .base import Guidance, GuidanceOutput
+from .sds import SDSConfig, gradient_loss, latent_gradient
 
 
 @dataclass(frozen=True)
-class Zero123Config(GuidanceConfigBase):
+class Zero123Config(SDSConfig):
+    """SDS's settings (the same gradient and weighting, :mod:`.sds`) on a view-conditioned prior."""
+
     kind: Literal["zero123"] = "zero123"
     guidance_scale: float = 3.0  # diffusers' convention; threestudio's zero123 config uses 3.0
-    guidance_rescale: float = 0.0  # diffusers' guidance_rescale (core.cfg_rescale); 0: off
     variant: Literal["auto", "zero123", "stable-zero123"] = "auto"  # the camera encoding; auto: the model's
-    weighting: Literal["sds", "uniform"] = "sds"
-    grad_clip: float | None = None  # clip the latent gradient elementwise to [-c, c]
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0 <= self.guidance_rescale <= 1:
-            raise UserError(
-                f"guidance.guidance_rescale {self.guidance_rescale} must be in [0, 1] (0: off; 0.7: Lin et al.)"
-            )
 
 
 class Zero123Guidance(Guidance):
