@@ -106,7 +106,9 @@ class ViewSet:
 
     @staticmethod
     def as_float(images: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+        """Images as float (N, 3, H, W) in [0, 1], contiguous (one memory layout whether the views
+        were just rendered or read from the cache, so that a resumed run computes what a fresh one did)."""
+        return (torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0).contiguous()
 
 
 def render_view(obj, camera: Camera, fraction: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -123,7 +125,7 @@ def render_view(obj, camera: Camera, fraction: float) -> tuple[np.ndarray, np.nd
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
-    return (image.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    return np.ascontiguousarray((image.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8))
 
 
 def render_view_set(
@@ -133,10 +135,11 @@ def render_view_set(
     ranges: CameraRanges = CameraRanges(),
     seed: int = 0,
     progress: bool = True,
+    objects: int = 30,
 ) -> ViewSet:
-    """Render every object from ``views_per_object`` random cameras (seeded)."""
+    """Render each of the first ``objects`` objects from ``views_per_object`` random cameras (seeded)."""
     generator = torch.Generator().manual_seed(seed)
-    objects = all_objects()
+    objects = all_objects()[:objects]
     rows = []
     bar = tqdm(total=len(objects) * views_per_object, desc="rendering views", unit="img", disable=not progress)
     for k, obj in enumerate(objects):
@@ -163,14 +166,16 @@ def cached_view_set(
     ranges: CameraRanges = CameraRanges(),
     seed: int = 0,
     progress: bool = True,
+    objects: int = 30,
 ) -> ViewSet:
     """:func:`render_view_set`, cached in ``cache_dir`` under a name made of its parameters."""
     key = hashlib.sha256(repr((ranges, fraction, HELD_OUT_CAMERAS, HELD_OUT_RADIUS, ARRAYS)).encode()).hexdigest()[:8]
-    path = Path(cache_dir) / f"views-v{views_per_object}-s{size}-{key}-seed{seed}.npz"
+    count = "" if objects == 30 else f"-o{objects}"
+    path = Path(cache_dir) / f"views-v{views_per_object}{count}-s{size}-{key}-seed{seed}.npz"
     if path.is_file():
         d = np.load(path)
         return ViewSet(**{k: d[k] for k in ARRAYS})
-    data = render_view_set(views_per_object, fraction, size, ranges, seed, progress)
+    data = render_view_set(views_per_object, fraction, size, ranges, seed, progress, objects)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **{k: getattr(data, k) for k in ARRAYS})

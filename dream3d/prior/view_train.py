@@ -54,6 +54,7 @@ class ViewPriorTrainConfig:
     seed: int = 0
     size: int = 32
     views_per_object: int = 200
+    objects: int = 30  # train on the first N of the 30 objects (tests use fewer)
     cameras: CameraRanges = field(default_factory=CameraRanges)  # elevations of the views (distance and fov fixed)
     # the larger side of the object's box in a conditioning image, as a fraction of the frame: the shapes
     # objects' median at distance 1.8 and fov 50 (0.625; 10-90% of views: 0.61-0.70), so framing moves little
@@ -91,6 +92,8 @@ class ViewPriorTrainConfig:
             raise UserError(f"cond_dropout must be in [0, 1], got {self.cond_dropout}")
         if not 0.0 < self.object_fraction <= 1.0:
             raise UserError(f"object_fraction must be in (0, 1], got {self.object_fraction}")
+        if not 1 <= self.objects <= 30:
+            raise UserError(f"objects must be in 1..30, got {self.objects}")
         if self.views_per_object < 2:
             raise UserError(f"views_per_object must be at least 2 (pairs of views), got {self.views_per_object}")
 
@@ -152,7 +155,9 @@ def train_view_prior(cfg: ViewPriorTrainConfig, out: str | Path, resume: bool = 
     record: dict = {"config": to_dict(cfg), "seed": cfg.seed, "held_out": held_out_record()}
 
     start = time.perf_counter()
-    views = cached_view_set(work, cfg.views_per_object, cfg.object_fraction, cfg.size, cfg.cameras, cfg.seed, progress)
+    views = cached_view_set(
+        work, cfg.views_per_object, cfg.object_fraction, cfg.size, cfg.cameras, cfg.seed, progress, cfg.objects
+    )
     data.append(views)
     record["data"] = {
         "views": len(views),
