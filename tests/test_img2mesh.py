@@ -352,3 +352,14 @@ def _values(overrides):
     for item in FAST + overrides:
         _set_dotted(values, *parse_override(item))
     return values
+
+
+@pytest.mark.slow
+def test_a_run_with_depth_from_a_depth_model(cube_png, tiny_view_model, tiny_depth_model, tmp_path):
+    """The depth term with a transformers depth model loaded by the stereo module's DepthModel."""
+    cfg = cfg_for(
+        cube_png, tiny_view_model, "steps=2", "reference.depth=1", f"reference.depth_model={tiny_depth_model}"
+    )
+    run_img2mesh(cfg, tmp_path, progress=False)
+    history = _checkpoint(tmp_path)["history"]
+    assert all(0 <= h["ref_depth"] <= 2 for h in history) and len(history) == 2
