@@ -225,9 +225,10 @@ def run_img2mesh(
     from .diffusion.zero123 import ViewDiffusion  # noqa: PLC0415 - deferred: diffusers and transformers load here
 
     check_img2mesh_config(cfg)
-    rgba = load_input_image(cfg.image)  # bad images fail here, before anything is written
-    out = ensure_writable_dir(out)
+    rgba = load_input_image(cfg.image)  # bad images and models fail here, before anything is written
     device = resolve_device(cfg.device)
+    core = ViewDiffusion.from_pretrained(cfg.model, device=device, dtype=cfg.dtype)
+    out = ensure_writable_dir(out)
     meta = {"image": str(cfg.image), "image_sha256": image_digest(cfg.image), "seed": cfg.seed}
     stage = Stage(
         "coarse",
@@ -244,7 +245,6 @@ def run_img2mesh(
         [stage], out / "checkpoints", resume=resume, progress=progress, meta=meta, callback=callback, stop=stop
     )
     run.check_start(out)
-    core = ViewDiffusion.from_pretrained(cfg.model, device=device, dtype=cfg.dtype)
     depth_model = None
     if cfg.reference.depth > 0:
         from stereo.depth_sources import DepthModel  # noqa: PLC0415 - deferred: transformers' depth models

@@ -274,9 +274,9 @@ def test_txt2mesh_refuses_the_image_guidance(tmp_path, capsys, tiny_model):
 
 
 def test_a_text_model_is_refused_as_a_view_prior(tmp_path, capsys, tiny_model, cube_png):
-    code = main(["img2mesh", str(cube_png), "--model", str(tiny_model), "-o", str(tmp_path), *FAST])
+    code = main(["img2mesh", str(cube_png), "--model", str(tiny_model), "-o", str(tmp_path / "out"), *FAST])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1
+    assert code == 2 and len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------ the run
