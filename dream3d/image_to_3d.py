@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .diffusion.devices import resolve_device
-from .diffusion.framing import frame_object
+from .diffusion.framing import frame_object, on_background
 from .errors import UserError
 from .io import ensure_writable_dir, save_image
 from .systems.image_to_3d import ImageTo3D, ImageTo3DConfig
@@ -175,11 +175,6 @@ def prepare_image(rgba: np.ndarray, size: int, fraction: float | None) -> torch.
     return resize_rgba(x, size)
 
 
-def composite(rgba: torch.Tensor, background: float = 1.0) -> torch.Tensor:
-    """Straight-colour RGBA ``(4, H, W)`` over a grey level (default white) -> RGB ``(3, H, W)``."""
-    return rgba[:3] * rgba[3:] + background * (1 - rgba[3:])
-
-
 def prepare_reference(rgba: np.ndarray, cfg: ReferenceConfig, depth_model=None) -> ReferenceView:
     """The reference view of an input (:func:`load_input_image`) for ``cfg`` (its camera, size and
     framing), with an inverse depth map from ``depth_model`` (a ``stereo.depth_sources.DepthModel``
@@ -189,7 +184,7 @@ def prepare_reference(rgba: np.ndarray, cfg: ReferenceConfig, depth_model=None) 
     if depth_model is not None:
         work = max(cfg.size, 256)  # the depth model's input: the same view, large enough for its patches
         big = prepare_image(rgba, work, cfg.object_fraction)
-        rgb8 = (composite(big).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        rgb8 = (on_background(big).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         inverse = torch.as_tensor(np.asarray(depth_model("reference", rgb8), np.float32))[None, None]
         depth = F.interpolate(inverse, size=(cfg.size, cfg.size), mode="area")[0, 0]
     return ReferenceView.from_rgba(image, cfg.camera(), depth)
@@ -252,7 +247,7 @@ def run_img2mesh(
         depth_model = DepthModel(cfg.reference.depth_model, device=str(device))
     reference = prepare_reference(rgba, cfg.reference, depth_model)
     conditioning = prepare_image(rgba, core.default_size, core.object_fraction)
-    condition = composite(conditioning)[None]
+    condition = on_background(conditioning)[None]
     save_image(out / "reference.png", _to_uint8(torch.cat([reference.rgb[0], reference.mask[0]], dim=-1)))
     save_image(out / "condition.png", _to_uint8(conditioning.permute(1, 2, 0)))
     return run_and_export(cfg, out, run, core, {k: meta[k] for k in ("image", "seed")})

@@ -16,11 +16,11 @@ import dream3d
 from dream3d.cameras import Camera, Cameras
 from dream3d.cli import main
 from dream3d.config import _set_dotted, parse_override
+from dream3d.diffusion.framing import on_background
 from dream3d.diffusion.zero123 import ViewDiffusion, build_view_model, save_view_model
 from dream3d.errors import UserError
 from dream3d.guidance.zero123 import Zero123Config, Zero123Guidance
 from dream3d.image_to_3d import (
-    composite,
     load_img2mesh_config,
     load_input_image,
     prepare_image,
@@ -63,7 +63,7 @@ def cfg_for(image, model, *extra):
 def system_for(cfg, core):
     rgba = load_input_image(cfg.image)
     reference = prepare_reference(rgba, cfg.reference)
-    condition = composite(prepare_image(rgba, core.default_size, core.object_fraction))[None]
+    condition = on_background(prepare_image(rgba, core.default_size, core.object_fraction))[None]
     return ImageTo3D(cfg, reference, condition, core, torch.device("cpu"), cfg.seed)
 
 
