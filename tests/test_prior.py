@@ -7,6 +7,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
+from training_helpers import check_resume_after_interrupt
 
 from dream3d.cli import main
 from dream3d.diffusion.build import build_components
@@ -113,30 +114,10 @@ def test_vae_rgb_preview_channels_follow_the_image(tmp_path):
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     cfg = PriorTrainConfig(**TINY)
     train_prior(cfg, tmp_path / "a", progress=False)
-
-    real_mse = torch.nn.functional.mse_loss
-    calls = {"n": 0}
-
-    def interrupting_mse(*args, **kwargs):
-        calls["n"] += 1
-        if (
-            calls["n"] == (2 if cfg.vae_rgb_weight else 1) * cfg.vae_steps + 4
-        ):  # the 4th UNet step (VAE steps: 1-2 MSEs)
-            raise KeyboardInterrupt
-        return real_mse(*args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.functional, "mse_loss", interrupting_mse)
-    with pytest.raises(KeyboardInterrupt):
-        train_prior(cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(torch.nn.functional, "mse_loss", real_mse)
-    assert not (tmp_path / "b" / "model_index.json").exists()
-    with pytest.raises(Exception, match="--resume"):
-        train_prior(cfg, tmp_path / "b", progress=False)
-    train_prior(cfg, tmp_path / "b", resume=True, progress=False)
-    for part in ("unet", "text_encoder"):
-        name = "diffusion_pytorch_model.safetensors" if part == "unet" else "model.safetensors"
-        wa, wb = load_file(tmp_path / "a" / part / name), load_file(tmp_path / "b" / part / name)
-        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    vae_calls = (2 if cfg.vae_rgb_weight else 1) * cfg.vae_steps  # VAE steps: 1-2 MSEs each
+    check_resume_after_interrupt(  # at the 4th UNet step
+        train_prior, cfg, tmp_path / "a", tmp_path / "b", vae_calls + 4, ("unet", "text_encoder"), monkeypatch
+    )
 
 
 def test_eval_runs_on_a_small_subset(tiny_model, tmp_path):

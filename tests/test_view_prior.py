@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_helpers import check_resume_after_interrupt
 
 from dream3d.cameras import CameraRanges
 from dream3d.cli import main
@@ -35,6 +36,14 @@ TINY = dict(
     checkpoint_every=3,
     threads=1,  # the tiny model: two threads only fight over a shared CPU
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_threads():
+    """The tiny trainings set torch's thread count (``threads=1``); the tests after these keep theirs."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -69,28 +78,15 @@ def test_no_training_view_is_near_a_held_out_camera():
 
 def test_interrupted_training_resumes_to_the_same_weights(tiny_view_prior, tiny_model, tmp_path, monkeypatch):
     cfg = ViewPriorTrainConfig(**TINY, vae_from=str(tiny_model))
-    real_mse = torch.nn.functional.mse_loss
-    calls = {"n": 0}
-
-    def interrupting_mse(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:  # the 5th step: the checkpoint of step 3 stays
-            raise KeyboardInterrupt
-        return real_mse(*args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.functional, "mse_loss", interrupting_mse)
-    with pytest.raises(KeyboardInterrupt):
-        train_view_prior(cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(torch.nn.functional, "mse_loss", real_mse)
-    assert not (tmp_path / "b" / "model_index.json").exists()
-    with pytest.raises(Exception, match="--resume"):
-        train_view_prior(cfg, tmp_path / "b", progress=False)
-    train_view_prior(cfg, tmp_path / "b", resume=True, progress=False)
-    for part in ("unet", "image_encoder", "cc_projection"):
-        name = "model.safetensors" if part == "image_encoder" else "diffusion_pytorch_model.safetensors"
-        wa = load_file(tiny_view_prior[0] / part / name)
-        wb = load_file(tmp_path / "b" / part / name)
-        assert all(torch.equal(wa[k], wb[k]) for k in wa), part
+    check_resume_after_interrupt(  # at the 5th step: the checkpoint of step 3 stays
+        train_view_prior,
+        cfg,
+        tiny_view_prior[0],
+        tmp_path / "b",
+        5,
+        ("unet", "image_encoder", "cc_projection"),
+        monkeypatch,
+    )
 
 
 def test_eval_runs_on_a_tiny_model(tiny_view_prior, tmp_path):

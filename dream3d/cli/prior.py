@@ -6,7 +6,8 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("prior", help="the bundled shapes-world priors (text and view): path, train, eval")
     psub = p.add_subparsers(dest="prior_command", metavar="ACTION", required=True)
-    path = psub.add_parser("path", help="print the folder of the bundled prior")
+    path = psub.add_parser("path", help="print the folder of a bundled prior")
+    path.add_argument("--kind", default="text", help="which prior: text (default) or view")
     path.set_defaults(func=run_path)
 
     train = psub.add_parser(
@@ -43,7 +44,12 @@ def register(sub) -> None:
 def run_path(args) -> int:
     from ..diffusion.loading import resolve_model
 
-    print(resolve_model("shapes"))
+    check_kind(args.kind)
+    print(
+        resolve_model(
+            "shapes-view" if args.kind == "view" else "shapes", layout="view" if args.kind == "view" else "sd"
+        )
+    )
     return 0
 
 
@@ -90,22 +96,18 @@ def run_eval(args) -> int:
 
     check_kind(args.kind)
     if args.kind == "view":
-        from ..prior.view_eval import ViewEvalConfig, evaluate_view_prior, format_view_table
-
-        overrides = list(args.overrides) + ([f"model={args.model}"] if args.model else [])
-        cfg = load_config(ViewEvalConfig, args.config, overrides)
-        record = evaluate_view_prior(cfg, args.output)
-        print(format_view_table(record))
-        print(
-            f"{record['samples']} samples in {record['sample_seconds']:.0f} s; wrote {args.output}/eval.json and samples.png"
-        )
-        return 0 if all(record["passed"].values()) else 1
-    from ..prior.evaluate import PriorEvalConfig, evaluate_prior, format_table
+        from ..prior.view_eval import ViewEvalConfig as Config
+        from ..prior.view_eval import evaluate_view_prior as evaluate
+        from ..prior.view_eval import format_view_table as table
+    else:
+        from ..prior.evaluate import PriorEvalConfig as Config
+        from ..prior.evaluate import evaluate_prior as evaluate
+        from ..prior.evaluate import format_table as table
 
     overrides = list(args.overrides) + ([f"model={args.model}"] if args.model else [])
-    cfg = load_config(PriorEvalConfig, args.config, overrides)
-    record = evaluate_prior(cfg, args.output)
-    print(format_table(record))
+    cfg = load_config(Config, args.config, overrides)
+    record = evaluate(cfg, args.output)
+    print(table(record))
     print(
         f"{record['samples']} samples in {record['sample_seconds']:.0f} s; wrote {args.output}/eval.json and samples.png"
     )

@@ -157,6 +157,10 @@ class LatentSpace:
         return self
 
     # ------------------------------------------------------------------ facts
+    def describe(self) -> dict:
+        """What a run's record says about the model."""
+        return {"model": self.source, "device": str(self.device), "dtype": dtype_name(self.dtype)}
+
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -341,12 +345,7 @@ class LatentDiffusion(LatentSpace):
 
     # ------------------------------------------------------------------ facts
     def describe(self) -> dict:
-        return {
-            "model": self.source,
-            "device": str(self.device),
-            "dtype": dtype_name(self.dtype),
-            "takes_camera": self.takes_camera,
-        }
+        return {**super().describe(), "takes_camera": self.takes_camera}
 
     # ------------------------------------------------------------------ camera
     def camera_labels(self, camera: torch.Tensor | None, batch: int) -> torch.Tensor | None:

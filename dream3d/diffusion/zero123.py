@@ -43,7 +43,6 @@ from ..errors import ModelLoadError, UserError
 from ..io import ensure_writable_dir, write_json
 from .build import LatentModelSpec, build_noise_schedule, build_unet, build_vae
 from .core import LatentSpace, _quiet_loading
-from .devices import dtype_name
 
 VARIANTS = ("zero123", "stable-zero123")
 CAMERA_DIMS = 4
@@ -359,9 +358,7 @@ class ViewDiffusion(LatentSpace):
 
     def describe(self) -> dict:
         return {
-            "model": self.source,
-            "device": str(self.device),
-            "dtype": dtype_name(self.dtype),
+            **super().describe(),
             "variant": self.variant,
             "object_fraction": self.object_fraction,
             "image_size": self.default_size,

@@ -48,7 +48,45 @@ from .data import cached_views
 
 
 @dataclass
-class PriorTrainConfig:
+class UNetRecipe:
+    """What the text and the view prior's UNet stages share: the UNet's sizes, the noise schedule
+    and the optimisation (AdamW, cosine after a linear warm-up, EMA), and where it runs."""
+
+    unet_channels: tuple[int, ...] = (64, 96, 128)
+    unet_cross_attention_blocks: tuple[bool, ...] = (True, True, True)
+    unet_layers_per_block: int = 1
+    unet_heads: int = 4
+    # DDPM's linear schedule: at 8x8 latents SD's scaled-linear schedule leaves sqrt(abar_T) = 0.068 of
+    # the image in the last step, enough for the model to read colour from the noise's mean (and
+    # then ignore the prompt's colour when sampling); the linear schedule leaves 0.006.
+    beta_schedule: str = "linear"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"  # as Stable Diffusion 2.x
+    batch: int = 32
+    lr: float = 5e-4
+    warmup_steps: int = 200
+    device: str | None = None  # None: cuda when available, else cpu
+    ema_decay: float = 0.999
+    checkpoint_every: int = 500
+    threads: int = 0  # 0: torch's default
+
+    def spec_fields(self) -> dict:
+        """The UNet's sizes and the schedule, as keyword arguments of a model spec (``dream3d.diffusion.build``)."""
+        return {
+            "unet_channels": tuple(self.unet_channels),
+            "unet_cross_attention_blocks": tuple(self.unet_cross_attention_blocks),
+            "unet_layers_per_block": self.unet_layers_per_block,
+            "unet_heads": self.unet_heads,
+            "beta_schedule": self.beta_schedule,
+            "beta_start": self.beta_start,
+            "beta_end": self.beta_end,
+            "prediction_type": self.prediction_type,
+        }
+
+
+@dataclass
+class PriorTrainConfig(UNetRecipe):
     seed: int = 0
     size: int = 32
     views_per_object: int = 400
@@ -64,24 +102,10 @@ class PriorTrainConfig:
     # so that colour lives in large, robust latent directions rather than small ones the UNet gets wrong.
     vae_rgb_weight: float = 1.0
     # Stage 2: text encoder + UNet
-    unet_channels: tuple[int, ...] = (64, 96, 128)
-    unet_cross_attention_blocks: tuple[bool, ...] = (True, True, True)
-    unet_layers_per_block: int = 1
-    unet_heads: int = 4
     text_hidden: int = 128
     text_layers: int = 2
     text_heads: int = 4
     unet_steps: int = 4000
-    # DDPM's linear schedule: at 8x8 latents SD's scaled-linear schedule leaves sqrt(abar_T) = 0.068 of
-    # the image in the last step, enough for the model to read colour from the noise's mean (and
-    # then ignore the prompt's colour when sampling); the linear schedule leaves 0.006.
-    beta_schedule: str = "linear"
-    beta_start: float = 0.0001
-    beta_end: float = 0.02
-    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"  # as Stable Diffusion 2.x
-    batch: int = 32
-    lr: float = 5e-4
-    warmup_steps: int = 200
     caption_dropout: float = 0.1
     # A camera-conditioned UNet (docs/cameras.md, CAMERA_FEATURES as diffusers' "projection" class
     # embedding). Each image's camera is dropped to zeros ("any view") with camera_dropout; where it
@@ -91,10 +115,6 @@ class PriorTrainConfig:
     camera_dropout: float = 0.2
     view_word_dropout: float = 0.5
     vae_from: str | None = None  # a model (folder, hub id, "shapes") whose VAE to use instead of stage 1
-    device: str | None = None  # None: cuda when available, else cpu
-    ema_decay: float = 0.999
-    checkpoint_every: int = 500
-    threads: int = 0  # 0: torch's default
     words: tuple[str, ...] = field(default_factory=tuple)  # extra vocabulary beyond the shapes world's
 
     def __post_init__(self):
@@ -110,19 +130,12 @@ def model_spec(cfg: PriorTrainConfig) -> ModelSpec:
     return ModelSpec(
         image_size=cfg.size,
         vae_channels=tuple(cfg.vae_channels),
-        unet_channels=tuple(cfg.unet_channels),
-        unet_cross_attention_blocks=tuple(cfg.unet_cross_attention_blocks),
-        unet_layers_per_block=cfg.unet_layers_per_block,
-        unet_heads=cfg.unet_heads,
         text_hidden=cfg.text_hidden,
         text_layers=cfg.text_layers,
         text_heads=cfg.text_heads,
         words=tuple(DEFAULT_WORDS) + tuple(cfg.words),
-        beta_schedule=cfg.beta_schedule,
-        beta_start=cfg.beta_start,
-        beta_end=cfg.beta_end,
-        prediction_type=cfg.prediction_type,
         camera_input=cfg.camera_input,
+        **cfg.spec_fields(),
     )
 
 
@@ -261,6 +274,8 @@ class EMATraining(TrainingTask):
     optimizer_name = "model"
     trained: dict[str, torch.nn.Module]
     device: torch.device
+    parts: dict  # the model's parts: "vae" and "scheduler" at least
+    cfg: UNetRecipe
 
     def setup(self, lr: float, warmup_steps: int, steps: int, ema_decay: float) -> None:
         self.params = [p for module in self.trained.values() for p in module.parameters()]
@@ -290,6 +305,19 @@ class EMATraining(TrainingTask):
 
     def after_optimizer_step(self, step: int) -> None:
         self.ema.step(self.params)
+
+    def diffusion_loss(self, pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor):
+        """MSE of the UNet's output against its target: the noise, or the velocity (``cfg.prediction_type``)."""
+        scheduler = self.parts["scheduler"]
+        target = noise if self.cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+        return torch.nn.functional.mse_loss(pred, target)
+
+    def finish(self, trainer: Trainer) -> dict:
+        """Load the EMA weights, hand the parts back on the CPU, frozen; returns the stage's record
+        (with the frozen VAE's parameter count)."""
+        record = self.finish_ema(trainer)
+        record["parameters"]["vae"] = sum(p.numel() for p in self.parts["vae"].parameters())
+        return record
 
     def finish_ema(self, trainer: Trainer) -> dict:
         """Load the EMA weights, hand the modules back on the CPU, frozen; returns the losses and the
@@ -372,14 +400,7 @@ class UNetTraining(EMATraining):
         noisy = scheduler.add_noise(x0, noise, t)
         embeds = self.text_encoder(ids)[0]
         pred = self.unet(noisy, t, encoder_hidden_states=embeds, class_labels=labels).sample
-        target = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
-        return StepOutput(torch.nn.functional.mse_loss(pred, target), {})
-
-    def finish(self, trainer: Trainer) -> dict:
-        """Load the EMA weights, hand the parts back on the CPU, frozen; returns the stage's record."""
-        record = self.finish_ema(trainer)
-        record["parameters"]["vae"] = sum(p.numel() for p in self.parts["vae"].parameters())
-        return record
+        return StepOutput(self.diffusion_loss(pred, x0, noise, t), {})
 
 
 def unet_stage(

@@ -128,23 +128,27 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray((image.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8))
 
 
-def render_view_set(
-    views_per_object: int,
-    fraction: float,
-    size: int = 32,
-    ranges: CameraRanges = CameraRanges(),
-    seed: int = 0,
-    progress: bool = True,
-    objects: int = 30,
-) -> ViewSet:
-    """Render each of the first ``objects`` objects from ``views_per_object`` random cameras (seeded)."""
-    generator = torch.Generator().manual_seed(seed)
-    objects = all_objects()[:objects]
+@dataclass(frozen=True)
+class ViewSetSpec:
+    """What defines a set of training views (and its cache file)."""
+
+    views_per_object: int
+    fraction: float  # the conditioning images' object fraction
+    size: int = 32
+    ranges: CameraRanges = CameraRanges()
+    seed: int = 0
+    objects: int = 30  # the first N of the 30 objects
+
+
+def render_view_set(spec: ViewSetSpec, progress: bool = True) -> ViewSet:
+    """Render each of the first ``spec.objects`` objects from ``spec.views_per_object`` random cameras (seeded)."""
+    generator = torch.Generator().manual_seed(spec.seed)
+    objects = all_objects()[: spec.objects]
     rows = []
-    bar = tqdm(total=len(objects) * views_per_object, desc="rendering views", unit="img", disable=not progress)
+    bar = tqdm(total=len(objects) * spec.views_per_object, desc="rendering views", unit="img", disable=not progress)
     for k, obj in enumerate(objects):
-        for cam in training_cameras(views_per_object, generator, ranges, size):
-            rows.append((*render_view(obj, cam, fraction), k, cam.elevation_deg, cam.azimuth_deg))
+        for cam in training_cameras(spec.views_per_object, generator, spec.ranges, spec.size):
+            rows.append((*render_view(obj, cam, spec.fraction), k, cam.elevation_deg, cam.azimuth_deg))
             bar.update()
     bar.close()
     targets, conditions, box, index, elev, azim = zip(*rows)
@@ -158,24 +162,16 @@ def render_view_set(
     )
 
 
-def cached_view_set(
-    cache_dir: str | Path,
-    views_per_object: int,
-    fraction: float,
-    size: int = 32,
-    ranges: CameraRanges = CameraRanges(),
-    seed: int = 0,
-    progress: bool = True,
-    objects: int = 30,
-) -> ViewSet:
+def cached_view_set(cache_dir: str | Path, spec: ViewSetSpec, progress: bool = True) -> ViewSet:
     """:func:`render_view_set`, cached in ``cache_dir`` under a name made of its parameters."""
+    ranges, fraction = spec.ranges, spec.fraction
     key = hashlib.sha256(repr((ranges, fraction, HELD_OUT_CAMERAS, HELD_OUT_RADIUS, ARRAYS)).encode()).hexdigest()[:8]
-    count = "" if objects == 30 else f"-o{objects}"
-    path = Path(cache_dir) / f"views-v{views_per_object}{count}-s{size}-{key}-seed{seed}.npz"
+    count = "" if spec.objects == 30 else f"-o{spec.objects}"
+    path = Path(cache_dir) / f"views-v{spec.views_per_object}{count}-s{spec.size}-{key}-seed{spec.seed}.npz"
     if path.is_file():
         d = np.load(path)
         return ViewSet(**{k: d[k] for k in ARRAYS})
-    data = render_view_set(views_per_object, fraction, size, ranges, seed, progress, objects)
+    data = render_view_set(spec, progress)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **{k: getattr(data, k) for k in ARRAYS})

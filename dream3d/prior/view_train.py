@@ -44,13 +44,15 @@ from ..diffusion.zero123 import (
 )
 from ..errors import UserError
 from ..io import ensure_writable_dir, write_json
-from ..trainer import Stage, StagedRun, StepOutput, Trainer
-from .train import EMATraining
-from .view_data import HELD_OUT_CAMERAS, HELD_OUT_RADIUS, VIEW_DISTANCE, VIEW_FOV, ViewSet, cached_view_set
+from ..trainer import Stage, StagedRun, StepOutput
+from .train import EMATraining, UNetRecipe
+from .view_data import HELD_OUT_CAMERAS, HELD_OUT_RADIUS, VIEW_DISTANCE, VIEW_FOV, ViewSet, ViewSetSpec, cached_view_set
 
 
 @dataclass
-class ViewPriorTrainConfig:
+class ViewPriorTrainConfig(UNetRecipe):
+    """The view prior's recipe; the UNet, schedule and optimisation settings are :class:`UNetRecipe`'s."""
+
     seed: int = 0
     size: int = 32
     views_per_object: int = 200
@@ -63,29 +65,14 @@ class ViewPriorTrainConfig:
     # (every pair here has d_distance 0, which would leave zero123's 4th number constant)
     variant: Literal["zero123", "stable-zero123"] = "stable-zero123"
     vae_from: str = "shapes"  # the VAE (frozen) of this model: folder, hub id or bundled name
-    unet_channels: tuple[int, ...] = (64, 96, 128)
-    unet_cross_attention_blocks: tuple[bool, ...] = (True, True, True)
-    unet_layers_per_block: int = 1
-    unet_heads: int = 4
     clip_hidden: int = 128
     clip_layers: int = 2
     clip_heads: int = 4
     clip_patch: int = 4
     embed_dim: int = 128  # CLIP's projection = the UNet's cross-attention width
-    beta_schedule: str = "linear"
-    beta_start: float = 0.0001
-    beta_end: float = 0.02
-    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
-    steps: int = 4000
-    batch: int = 32
-    lr: float = 5e-4
-    warmup_steps: int = 200
+    steps: int = 3000
     cond_dropout: float = 0.12
     flips: bool = True
-    ema_decay: float = 0.999
-    checkpoint_every: int = 500
-    device: str | None = None  # None: cuda when available, else cpu
-    threads: int = 0  # 0: torch's default
 
     def __post_init__(self):
         if not 0.0 <= self.cond_dropout <= 1.0:
@@ -103,19 +90,12 @@ def view_model_spec(cfg: ViewPriorTrainConfig, vae: AutoencoderKL) -> ViewModelS
         image_size=cfg.size,
         latent_channels=vae.config.latent_channels,
         vae_channels=tuple(vae.config.block_out_channels),
-        unet_channels=tuple(cfg.unet_channels),
-        unet_cross_attention_blocks=tuple(cfg.unet_cross_attention_blocks),
-        unet_layers_per_block=cfg.unet_layers_per_block,
-        unet_heads=cfg.unet_heads,
-        beta_schedule=cfg.beta_schedule,
-        beta_start=cfg.beta_start,
-        beta_end=cfg.beta_end,
-        prediction_type=cfg.prediction_type,
         clip_hidden=cfg.clip_hidden,
         clip_layers=cfg.clip_layers,
         clip_heads=cfg.clip_heads,
         clip_patch=cfg.clip_patch,
         embed_dim=cfg.embed_dim,
+        **cfg.spec_fields(),
     )
 
 
@@ -155,9 +135,8 @@ def train_view_prior(cfg: ViewPriorTrainConfig, out: str | Path, resume: bool = 
     record: dict = {"config": to_dict(cfg), "seed": cfg.seed, "held_out": held_out_record()}
 
     start = time.perf_counter()
-    views = cached_view_set(
-        work, cfg.views_per_object, cfg.object_fraction, cfg.size, cfg.cameras, cfg.seed, progress, cfg.objects
-    )
+    spec = ViewSetSpec(cfg.views_per_object, cfg.object_fraction, cfg.size, cfg.cameras, cfg.seed, cfg.objects)
+    views = cached_view_set(work, spec, progress)
     data.append(views)
     record["data"] = {
         "views": len(views),
@@ -257,10 +236,4 @@ class ViewTraining(EMATraining):
         cond_latents = self.cond_latents[f, c] * keep[:, None, None, None]
         noisy = scheduler.add_noise(x0, noise, t)
         pred = self.unet(torch.cat([noisy, cond_latents], dim=1), t, encoder_hidden_states=states).sample
-        target_v = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
-        return StepOutput(torch.nn.functional.mse_loss(pred, target_v), {})
-
-    def finish(self, trainer: Trainer) -> dict:
-        record = self.finish_ema(trainer)
-        record["parameters"]["vae"] = sum(p.numel() for p in self.parts["vae"].parameters())
-        return record
+        return StepOutput(self.diffusion_loss(pred, x0, noise, t), {})
