@@ -19,6 +19,7 @@ from dream3d.config import _set_dotted, parse_override
 from dream3d.diffusion.framing import on_background
 from dream3d.diffusion.zero123 import ViewDiffusion, build_view_model, save_view_model
 from dream3d.errors import UserError
+from dream3d.geometry.isosurface import extract_mesh
 from dream3d.guidance.zero123 import Zero123Config, Zero123Guidance
 from dream3d.image_to_3d import (
     load_img2mesh_config,
@@ -29,6 +30,7 @@ from dream3d.image_to_3d import (
 )
 from dream3d.shapes import ShapeObject, render, to_uint8
 from dream3d.shapes.photo import object_rgba, photo_like
+from dream3d.shapes.scoring import mesh_occupancy
 from dream3d.systems.image_to_3d import ImageTo3D
 from dream3d.systems.reference import depth_loss, mask_loss
 from dream3d.trainer import Trainer
@@ -363,3 +365,24 @@ def test_a_run_with_depth_from_a_depth_model(cube_png, tiny_view_model, tiny_dep
     run_img2mesh(cfg, tmp_path, progress=False)
     history = _checkpoint(tmp_path)["history"]
     assert all(0 <= h["ref_depth"] <= 2 for h in history) and len(history) == 2
+
+
+def test_export_fills_a_hollow_shell():
+    """A density shell (dense between radius 0.4 and 0.5, faint inside) renders as a solid ball; with
+    fill_cavities its mesh is the ball, without it a shell with a cavity."""
+
+    class Shell(torch.nn.Module):
+        bound = 1.0
+
+        def density(self, x):
+            r = x.norm(dim=-1)
+            return torch.where(r < 0.4, 1.0, torch.where(r < 0.5, 50.0, 0.0))
+
+        def forward(self, x):
+            return {"sigma": self.density(x), "albedo": torch.full_like(x, 0.5)}
+
+    hollow, _ = extract_mesh(Shell(), 48)
+    solid, info = extract_mesh(Shell(), 48, fill_cavities=True)
+    ball = 4 / 3 * math.pi * 0.5**3 / 8  # of the box [-1, 1]^3
+    assert mesh_occupancy(hollow, 64).mean() < 0.5 * ball
+    assert mesh_occupancy(solid, 64).mean() == pytest.approx(ball, rel=0.1) and info["cavity_points_filled"] > 0
