@@ -52,11 +52,11 @@ class FineStageConfig(DreamFusionConfig):
 
 
 @dataclass
-class Txt2MeshConfig(DreamFusionConfig):
-    """A text-to-3D run: the DreamFusion system's parts (inherited) and the run's own settings."""
+class RunSettings:
+    """A run's own settings, shared by the commands that optimise a system and export its asset
+    (``txt2mesh``, ``img2mesh``); a run's config extends its system's config with these."""
 
-    prompt: str = ""
-    model: str | None = None  # None: the bundled shapes prior
+    model: str | None = None  # None: the command's bundled prior
     seed: int = 0
     steps: int = 1000
     device: str | None = None
@@ -65,6 +65,13 @@ class Txt2MeshConfig(DreamFusionConfig):
     val_every: int = 200
     checkpoint_every: int = 200
     max_skipped_steps: int = 20  # consecutive non-finite steps before the run stops
+
+
+@dataclass
+class Txt2MeshConfig(RunSettings, DreamFusionConfig):
+    """A text-to-3D run: the DreamFusion system's parts (inherited) and the run's own settings."""
+
+    prompt: str = ""
     fine: FineStageConfig | None = None  # Magic3D's fine stage after this (coarse) one; None: none
 
 
@@ -83,14 +90,30 @@ def load_txt2mesh_config(
 ) -> Txt2MeshConfig:
     """The config of a run: the file (default: by model), then ``prompt``/``model``/``seed`` and
     nested ``values`` (dicts or config dataclasses), then ``key=value`` overrides."""
-    path = Path(config) if config is not None else default_config_path(model)
+    return load_run_config(Txt2MeshConfig, default_config_path, config, model, seed, overrides, values, prompt=prompt)
+
+
+def load_run_config(
+    cls: type,
+    default: Callable[[str | None], Path],
+    config: str | Path | None = None,
+    model: str | None = None,
+    seed: int | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    values: dict[str, Any] | None = None,
+    **given: Any,
+):
+    """A run's config of class ``cls``: the file ``config`` (else ``default(model)``), then ``given``
+    (what the run is of: its prompt, its image), ``model`` and ``seed`` when set and nested
+    ``values``, then ``key=value`` overrides."""
+    path = Path(config) if config is not None else default(model)
     given = {
-        "prompt": prompt,
+        **given,
         **({"model": model} if model is not None else {}),
         **({"seed": seed} if seed is not None else {}),
         **(values or {}),
     }
-    return load_config(Txt2MeshConfig, path, overrides, values=given)
+    return load_config(cls, path, overrides, values=given)
 
 
 def run_txt2mesh(
@@ -166,17 +189,27 @@ def run_txt2mesh(
         if coarse is not None
         else LatentDiffusion.from_pretrained(cfg.model, device=device, dtype=cfg.dtype)
     )
+    extra = {"started_from": str(start_from)} if start_from is not None else {}
+    return run_and_export(cfg, out, run, core, meta, staged=cfg.fine is not None, extra=extra)
+
+
+def run_and_export(
+    cfg: RunSettings, out: Path, run: StagedRun, core, meta: dict, staged: bool = False, extra: dict | None = None
+) -> dict:
+    """Write ``config.yaml``, run the stages, export the last stage's asset and write
+    ``metrics.json`` (``meta``: what the run is of, e.g. its prompt and seed, first; ``staged``:
+    with each stage's record; ``extra``: appended); returns the metrics. Ctrl-C exports what the
+    run has and writes ``metrics.json`` (``"interrupted": true``) before the interrupt propagates."""
     save_config(cfg, out / "config.yaml")
     try:
         stage_records = run.run()
     except KeyboardInterrupt:
         if run.task is not None:
             info = _export_quietly(run.task, out, cfg.export)
-            write_json(out / "metrics.json", {**_metrics(cfg, run, core, info), "interrupted": True})
+            write_json(out / "metrics.json", {**_metrics(meta, run, core, info), "interrupted": True})
         raise
-    metrics = _metrics(cfg, run, core, run.task.export(out, cfg.export), stage_records)
-    if start_from is not None:
-        metrics["started_from"] = str(start_from)
+    export_info = run.task.export(out, cfg.export)
+    metrics = {**_metrics(meta, run, core, export_info, stage_records if staged else None), **(extra or {})}
     write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -189,6 +222,8 @@ def check_txt2mesh_config(cfg: Txt2MeshConfig, start_from: str | Path | None = N
     for name, steps in [("steps", cfg.steps)] + ([("fine.steps", cfg.fine.steps)] if cfg.fine else []):
         if steps < 1:
             raise UserError(f"{name} must be at least 1, got {steps}")
+    if "zero123" in (cfg.guidance.kind, cfg.fine.guidance.kind if cfg.fine else None):
+        raise UserError("guidance.kind=zero123 is guided by an input image, not a prompt; use dream3d img2mesh IMAGE")
     if start_from is not None and cfg.fine is None:
         raise UserError("--from starts a fine stage, but this config has none; use configs/shapes-magic3d.yaml")
 
@@ -240,15 +275,15 @@ def _export_quietly(system: DreamFusion, out: Path, cfg: ExportConfig) -> dict:
         return {"error": str(e)}
 
 
-def _metrics(
-    cfg: Txt2MeshConfig, run: StagedRun, core: LatentDiffusion, export_info: dict, stages: dict | None = None
-) -> dict:
+def _metrics(meta: dict, run: StagedRun, core, export_info: dict, stages: dict | None = None) -> dict:
+    """``metrics.json``: ``meta`` (the prompt or image, the seed), time, steps, memory, the final
+    loss, the export's summary; ``stages``: each stage's record (a run of several stages)."""
     trainer, system = run.trainer, run.task
     last = trainer.history[-50:]
+    staged = stages is not None
     stages = stages or {}
     return {
-        "prompt": cfg.prompt,
-        "seed": cfg.seed,
+        **meta,
         "steps": sum(r["steps"] for r in stages.values()) if stages else trainer.step,
         "seconds": round(sum(r["seconds"] for r in stages.values()) if stages else trainer.seconds, 1),
         "steps_per_second": round(trainer.step / trainer.seconds, 3) if trainer.seconds else None,
@@ -259,7 +294,7 @@ def _metrics(
         **system.geometry.describe(),
         "skipped_steps": trainer.skipped,
         "final_loss": sum(h["loss"] for h in last) / max(1, len(last)),
-        **({"stages": stages} if cfg.fine is not None else {}),
+        **({"stages": stages} if staged else {}),
         "export": export_info,
     }
 

@@ -102,6 +102,7 @@ def test_the_package_root_holds_only_modules_shared_by_every_part():
         "grid",
         "io",
         "trainer",
+        "image_to_3d",
         "text_to_3d",
         "text_to_image",
     }

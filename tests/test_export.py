@@ -40,8 +40,8 @@ class EllipsoidField(Geometry):
     def density_grid(self, resolution=128, chunk=65536):
         return density_grid(self.density, self.bound, resolution, chunk)
 
-    def export_mesh(self, resolution=128, threshold="auto", keep_fraction=0.1):
-        return extract_mesh(self, resolution, threshold, keep_fraction)
+    def export_mesh(self, resolution=128, threshold="auto", keep_fraction=0.1, fill_cavities=False):
+        return extract_mesh(self, resolution, threshold, keep_fraction, fill_cavities=fill_cavities)
 
 
 def test_auto_threshold_matches_rendered_silhouette():

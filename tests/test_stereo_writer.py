@@ -6,10 +6,7 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
 
 import stereo.writer as writer
 from dream3d.cli import main
@@ -254,38 +251,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
 
 
 # ----------------------------------------------------------------------------------------------
-# A tiny transformers depth model (random weights, built here: nothing downloaded)
-
-
-@pytest.fixture(scope="module")
-def tiny_depth_model(tmp_path_factory):
-    torch.manual_seed(0)
-    backbone = Dinov2Config(
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        image_size=56,
-        patch_size=14,
-        out_features=["stage1", "stage2"],
-        reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone,
-        reassemble_hidden_size=16,
-        reassemble_factors=[4, 2],
-        neck_hidden_sizes=[8, 16],
-        fusion_hidden_size=16,
-        head_hidden_size=8,
-        patch_size=14,
-    )
-    model = DepthAnythingForDepthEstimation(config)
-    with torch.no_grad():
-        model.head.conv3.bias.fill_(1.0)  # positive output so the map is not all zeros
-    path = tmp_path_factory.mktemp("models") / "tiny-depth-anything"
-    model.save_pretrained(path)
-    DPTImageProcessorPil(size={"height": 56, "width": 56}, keep_aspect_ratio=False).save_pretrained(path)
-    return path
+# A tiny transformers depth model (random weights, built in conftest.py: nothing downloaded)
 
 
 def test_cli_generate_with_a_depth_model(tmp_path, capsys, tiny_depth_model):

@@ -91,7 +91,8 @@ def parse_overrides(text: str) -> list[str]:
 def presets(model: str | None) -> list[str]:
     """Config presets for ``model``: ``configs/shapes-*.yaml`` for the bundled prior, the others otherwise."""
     shapes = model in (None, "shapes")
-    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "prior-shapes")
+    # not the prior's recipe, nor image-to-3D ones (guidance.kind: zero123, dream3d img2mesh)
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "prior-shapes" and "zero123" not in p.stem)
     return [n for n in names if n.startswith("shapes-") == shapes]
 
 

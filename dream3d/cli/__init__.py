@@ -19,7 +19,7 @@ import warnings
 from ..errors import UserError
 
 # Subcommand modules, in the order ``dream3d --help`` lists them.
-COMMANDS = ["txt2img", "txt2mesh", "batch", "prior", "stereo", "demo", "app"]
+COMMANDS = ["txt2img", "txt2mesh", "img2mesh", "batch", "prior", "stereo", "demo", "app"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +72,39 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default=None, choices=["fp16", "bf16", "fp32"], help="default: fp16 on CUDA, fp32 on CPU"
     )
+
+
+def add_run_args(parser: argparse.ArgumentParser, model_help: str, example: str) -> None:
+    """What the commands that optimise a system and export its asset (``txt2mesh``, ``img2mesh``) take
+    after their input: ``--config``, ``--model``, ``--seed``, ``--resume``, the device, ``-o`` and
+    ``key=value`` overrides (``example``)."""
+    parser.add_argument("--config", default=None, help="YAML run config (default: by model, see configs/)")
+    parser.add_argument("--model", default=None, help=model_help)
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's, 0)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its checkpoint")
+    add_device_args(parser)
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {example}")
+
+
+def device_overrides(args: argparse.Namespace) -> list[str]:
+    """``--device`` and ``--dtype`` as ``key=value`` overrides."""
+    return [f"{k}={getattr(args, k)}" for k in ("device", "dtype") if getattr(args, k)]
+
+
+def run_and_report(run, output: str) -> int:
+    """Run an asset-making command (``run()`` returns its metrics) and say where its files are;
+    on Ctrl-C say where the checkpoint is before the interrupt propagates."""
+    try:
+        metrics = run()
+    except KeyboardInterrupt:
+        print(f"interrupted: checkpoint and partial export in {output}/; continue with --resume")
+        raise
+    print(
+        f"{metrics['steps']} steps in {metrics['seconds']:.0f} s; mesh: {output}/mesh.glb (.obj, .ply), "
+        f"turntable: {output}/turntable.mp4 (.gif), metrics: {output}/metrics.json"
+    )
+    return 0
 
 
 def add_backend_args(parser: argparse.ArgumentParser) -> None:

@@ -37,6 +37,7 @@ class ExportConfig:
     resolution: int = 128
     threshold: float | str = "auto"
     keep_fraction: float = 0.1
+    fill_cavities: bool = False  # a density field's enclosed cavities count as solid (dream3d.geometry.isosurface)
     turntable_frames: int = 36
     turntable_size: int = 256
     turntable_elevation: float = 15.0
@@ -91,7 +92,7 @@ def export_asset(geometry, folder: str | Path, cfg: ExportConfig = ExportConfig(
     whose occupancy grid is rebuilt from the geometry's density)."""
     folder = Path(folder)
     textured = wants_texture(geometry, cfg)
-    mesh, info = geometry.export_mesh(cfg.resolution, cfg.threshold, cfg.keep_fraction)
+    mesh, info = geometry.export_mesh(cfg.resolution, cfg.threshold, cfg.keep_fraction, cfg.fill_cavities)
     texture = None
     if textured:
         device = getattr(geometry, "device", None)  # texture_field takes points on the geometry's device

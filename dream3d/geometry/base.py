@@ -7,7 +7,7 @@ A geometry is an ``nn.Module`` over the scene box ``[-bound, bound]^3`` (world f
 - ``update(step, generator)``: a per-step hook run before rendering (nothing by default);
 - ``create_from(other, cfg)`` (class method): a new geometry initialised from another one, for
   coarse-to-fine runs (a mesh stage starting from a NeRF);
-- ``export_mesh(resolution, threshold, keep_fraction) -> (trimesh.Trimesh, info)``: the surface
+- ``export_mesh(resolution, threshold, keep_fraction, fill_cavities) -> (trimesh.Trimesh, info)``: the surface
   as a world-frame mesh with per-vertex colours (``visual.vertex_colors``, RGBA uint8) and a dict
   of facts about the extraction;
 - ``describe() -> dict``: facts for a run's ``metrics.json`` (e.g. what computed the encoding).
@@ -41,7 +41,9 @@ class Geometry(nn.Module):
     def create_from(cls, other: Geometry, cfg) -> Geometry:
         raise UserError(f"{cls.__name__} cannot start from {type(other).__name__}; start this stage from scratch")
 
-    def export_mesh(self, resolution: int = 128, threshold: float | str = "auto", keep_fraction: float = 0.1):
+    def export_mesh(
+        self, resolution: int = 128, threshold: float | str = "auto", keep_fraction: float = 0.1, fill_cavities=False
+    ):
         raise NotImplementedError
 
     def describe(self) -> dict:

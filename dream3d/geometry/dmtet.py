@@ -281,9 +281,12 @@ class DMTetGeometry(Geometry):
     # -- export -----------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def export_mesh(self, resolution: int = 128, threshold: float | str = "auto", keep_fraction: float = 0.1):
+    def export_mesh(
+        self, resolution: int = 128, threshold: float | str = "auto", keep_fraction: float = 0.1, fill_cavities=False
+    ):
         """The marching-tetrahedra surface as a world-frame ``trimesh.Trimesh`` with RGBA uint8
-        vertex colours (the texture's albedo at the vertices), and an info dict.
+        vertex colours (the texture's albedo at the vertices), and an info dict (``fill_cavities``
+        is a density field's export option; an SDF's surface has none to fill).
 
         ``resolution`` is not used (the tet grid fixes the mesh; ``info["resolution"]`` is
         ``grid_resolution``). ``threshold``: ``"auto"`` = the SDF's zero level, a number = the level

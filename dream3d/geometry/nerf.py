@@ -206,9 +206,11 @@ class NeRFGeometry(Geometry):
     def describe(self) -> dict:
         return {"encoding_backend": self.encoding.backend}  # c, torch or tcnn
 
-    def export_mesh(self, resolution: int = 128, threshold: float | str = "auto", keep_fraction: float = 0.1):
+    def export_mesh(
+        self, resolution: int = 128, threshold: float | str = "auto", keep_fraction: float = 0.1, fill_cavities=False
+    ):
         """Marching cubes at the render-matched iso level (:func:`~dream3d.geometry.isosurface.extract_mesh`)."""
-        return extract_mesh(self, resolution, threshold, keep_fraction)
+        return extract_mesh(self, resolution, threshold, keep_fraction, fill_cavities=fill_cavities)
 
 
 def _normal_from_grad(sigma: torch.Tensor, x: torch.Tensor, create_graph: bool) -> torch.Tensor:

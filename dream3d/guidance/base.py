@@ -15,8 +15,8 @@ gives them their own optimizer (stepped by the trainer with the others). The fro
 nor checkpointed.
 
 Settings every guidance has (:class:`GuidanceConfigBase`): the negative prompt, the view-prompt
-style, and the timestep range ``[t_min, t_max]`` (fractions of the training timesteps) whose upper
-end anneals linearly to ``t_max_end`` over ``anneal_steps`` steps.
+style, and the timestep range ``[t_min, t_max]`` (fractions of the training timesteps) whose ends
+anneal linearly to ``t_min_end`` and ``t_max_end`` over ``anneal_steps`` steps.
 """
 
 from __future__ import annotations
@@ -42,12 +42,18 @@ class GuidanceConfigBase:
     t_min: float = 0.02
     t_max: float = 0.98
     t_max_end: float | None = None  # anneal t_max to this value (None: no annealing)
+    t_min_end: float | None = None  # anneal t_min to this value (None: no annealing; threestudio's zero123 does)
     anneal_steps: int = 0
 
     def __post_init__(self):
         if not 0.0 <= self.t_min <= self.t_max <= 1.0:
             raise UserError(
                 f"guidance timesteps need 0 <= t_min <= t_max <= 1, got t_min {self.t_min}, t_max {self.t_max}"
+            )
+        t_max_end = self.t_max if self.t_max_end is None else self.t_max_end
+        if self.t_min_end is not None and not 0.0 <= self.t_min_end <= t_max_end:
+            raise UserError(
+                f"guidance.t_min_end {self.t_min_end} must be in [0, t_max_end], and t_max_end is {t_max_end}"
             )
 
 
@@ -88,12 +94,15 @@ class Guidance(nn.Module):
     def t_range(self, step: int) -> tuple[int, int]:
         """Integer timestep range [lo, hi] at optimisation ``step`` (annealed)."""
         cfg = self.cfg
-        t_max = cfg.t_max
-        if cfg.t_max_end is not None and cfg.anneal_steps > 0:
+        t_min, t_max = cfg.t_min, cfg.t_max
+        if cfg.anneal_steps > 0:
             frac = min(1.0, step / cfg.anneal_steps)
-            t_max = cfg.t_max + (cfg.t_max_end - cfg.t_max) * frac
+            if cfg.t_max_end is not None:
+                t_max = cfg.t_max + (cfg.t_max_end - cfg.t_max) * frac
+            if cfg.t_min_end is not None:
+                t_min = cfg.t_min + (cfg.t_min_end - cfg.t_min) * frac
         n = self.core.num_train_timesteps
-        lo = int(cfg.t_min * n)
+        lo = int(t_min * n)
         hi = max(lo, int(t_max * n))
         return lo, min(hi, n - 1)
 

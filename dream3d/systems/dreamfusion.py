@@ -121,6 +121,13 @@ class DreamFusion(System):
         return self._optimizers
 
     def training_step(self, step: int, generator: torch.Generator) -> StepOutput:
+        terms, logs = self.guided_terms(step, generator)
+        return StepOutput(weighted_sum(terms), logs)
+
+    def guided_terms(self, step: int, generator: torch.Generator) -> tuple[list[tuple[float, torch.Tensor]], dict]:
+        """Steps 1-6 of the module docstring: the weighted loss terms of this step's random views
+        (guidance, then regularisers) and their logs. A system that adds terms of its own (image to
+        3D's reference view) appends them to these."""
         cfg, reg = self.cfg, self.cfg.regularizers
         self.renderer.train()
         for part in (self.geometry, self.renderer, self.guidance):
@@ -158,7 +165,7 @@ class DreamFusion(System):
             terms.append((reg.laplacian, lap))
             logs["laplacian"] = lap.item()
         logs["opacity"] = out.opacity.mean().item()
-        return StepOutput(weighted_sum(terms), logs)
+        return terms, logs
 
     def validation_cameras(self) -> Cameras:
         s = self.cfg.val_size
@@ -167,14 +174,18 @@ class DreamFusion(System):
     @torch.no_grad()
     def validation_image(self, step: int) -> np.ndarray:
         """RGB | normal | opacity rows of four views around the object (15 degrees up, albedo)."""
+        return make_grid(self.validation_tiles(), cols=len(VALIDATION_AZIMUTHS))
+
+    @torch.no_grad()
+    def validation_tiles(self) -> torch.Tensor:
+        """The validation grid's tiles ``(3 * views, H, W, 3)``: the views' RGB, normals, opacity."""
         self.renderer.eval()
         with torch.enable_grad():  # analytic normals differentiate the density
             out = self.renderer(self.validation_cameras(), shader=AlbedoShader(), normals=True)
         rgb = out.rgb.clamp(0, 1)
         normal = (out.normal * 0.5 + 0.5) * out.opacity + (1 - out.opacity)
         opacity = out.opacity.expand(*out.opacity.shape[:-1], 3)
-        tiles = torch.cat([rgb, normal.clamp(0, 1), opacity]).detach().cpu()
-        return make_grid(tiles, cols=len(VALIDATION_AZIMUTHS))
+        return torch.cat([rgb, normal.clamp(0, 1), opacity]).detach().cpu()
 
     def export(self, folder, cfg: ExportConfig = ExportConfig()) -> dict:
         """The asset: mesh files and turntable (:func:`~dream3d.export.export_asset`)."""
