@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL
 from safetensors.torch import save_file
 
 from dream3d.diffusion.framing import frame_object, object_box, on_background
@@ -159,3 +160,11 @@ def test_frame_object_centres_and_scales_the_box():
     assert torch.equal(batch[1], framed)
     with pytest.raises(UserError, match="no object"):
         frame_object(torch.zeros(4, 8, 8), 0.5)
+
+
+def test_a_reused_vae_records_no_source_path(tiny_view, tmp_path):
+    vae = AutoencoderKL.from_pretrained(tiny_view[0], subfolder="vae")  # as the view prior reuses the text prior's
+    assert vae.config._name_or_path  # diffusers remembers where it came from ...
+    folder = save_view_model(build_view_model(vae=vae, seed=0), tmp_path / "m")
+    for path in folder.glob("*/config.json"):  # ... and the saved model must not carry that machine's path
+        assert "_name_or_path" not in json.loads(path.read_text()), path

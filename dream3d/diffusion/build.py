@@ -8,6 +8,7 @@ schedule - saved in diffusers layout, so ``StableDiffusionPipeline.from_pretrain
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,10 +169,20 @@ def save_model(components: dict, folder: str | Path) -> Path:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
+    drop_source_paths(folder)
     save_tokenizer(components["tokenizer"], folder / "tokenizer")
     if components["unet"].config.class_embed_type == "projection":
         write_json(folder / CAMERA_FILE, {"features": list(CAMERA_FEATURES)})
     return folder
+
+
+def drop_source_paths(folder: str | Path) -> None:
+    """Remove ``_name_or_path`` from the component configs under ``folder``: a component loaded
+    from another folder (a reused VAE) would otherwise record that machine's path in the saved model."""
+    for path in sorted(Path(folder).glob("*/config.json")):
+        config = json.loads(path.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            write_json(path, config)
 
 
 def build_random_model(folder: str | Path, spec: ModelSpec | None = None, seed: int = 0) -> Path:

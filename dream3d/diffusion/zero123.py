@@ -41,7 +41,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from ..errors import ModelLoadError, UserError
 from ..io import ensure_writable_dir, write_json
-from .build import LatentModelSpec, build_noise_schedule, build_unet, build_vae
+from .build import LatentModelSpec, build_noise_schedule, build_unet, build_vae, drop_source_paths
 from .core import LatentSpace, _quiet_loading
 
 VARIANTS = ("zero123", "stable-zero123")
@@ -199,6 +199,7 @@ def save_view_model(
     with _quiet_loading():
         for name in ("vae", "image_encoder", "unet", "cc_projection"):
             components[name].save_pretrained(folder / name, safe_serialization=True)
+    drop_source_paths(folder)
     components["scheduler"].save_pretrained(folder / "scheduler")
     fe = components["feature_extractor"]
     write_json(folder / "feature_extractor" / "preprocessor_config.json", fe if isinstance(fe, dict) else fe.to_dict())
