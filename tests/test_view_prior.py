@@ -1,6 +1,7 @@
 """The view-conditioned prior: training (checkpoints, resume), the eval, the CLI's --kind."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,8 +15,8 @@ from dream3d.diffusion.framing import frame_object, on_background
 from dream3d.diffusion.loading import bundled_prior_path
 from dream3d.diffusion.zero123 import ViewDiffusion
 from dream3d.prior.view_data import HELD_OUT_CAMERAS, held_out_camera, near_held_out, training_cameras
-from dream3d.prior.view_eval import ViewEvalConfig, evaluate_view_prior
-from dream3d.prior.view_train import ViewPriorTrainConfig, train_view_prior
+from dream3d.prior.view_eval import TURN_AZIMUTHS, ViewEvalConfig, evaluate_view_prior, turn_scores
+from dream3d.prior.view_train import BalanceStage, ViewPriorTrainConfig, pair_weights, train_view_prior
 from dream3d.shapes.objects import ShapeObject
 from dream3d.shapes.render import render
 
@@ -35,6 +36,7 @@ TINY = dict(
     warmup_steps=1,
     checkpoint_every=3,
     threads=1,  # the tiny model: two threads only fight over a shared CPU
+    balance=BalanceStage(steps=0),  # one stage (the balancing stage has its own test)
 )
 
 
@@ -90,14 +92,36 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_view_prior, tiny_
 
 
 def test_eval_runs_on_a_tiny_model(tiny_view_prior, tmp_path):
-    cfg = ViewEvalConfig(model=str(tiny_view_prior[0]), steps=2, objects=2, targets=2)
+    cfg = ViewEvalConfig(model=str(tiny_view_prior[0]), steps=2, objects=2, targets=4)
     record = evaluate_view_prior(cfg, tmp_path, progress=False)
-    assert record["samples"] == 4
+    assert record["samples"] == 8
+    assert record["turn"]["samples"] == 2 * 4 * 4  # the two cubes, four relative azimuths, four samples each
+    assert 0.0 <= record["turn"]["turned"] <= 1.0 and 0.0 <= record["turn"]["unturned"] <= 1.0
     assert set(record["scores"]) == {"psnr", "silhouette_iou", "shape", "colour"}
     assert 0.0 <= record["scores"]["silhouette_iou"] <= 1.0
     assert record["ground_truth_read"] == {"shape": 1.0, "colour": 1.0}
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "eval.json").is_file()
     assert np.isfinite(record["baseline_conditioning_image"]["psnr"])
+
+
+def test_turn_check_tells_a_turned_cube_from_a_copied_view():
+    objects = [ShapeObject("cube", "red"), ShapeObject("cube", "blue")]
+    cond = held_out_camera(0)
+    cams = [replace(cond, azimuth_deg=cond.azimuth_deg + a) for a in TURN_AZIMUTHS]
+
+    def views(azimuth=None):  # object-major, one per camera: the truth, or every view unturned; twice over
+        one = [
+            torch.from_numpy(render(o, c if azimuth is None else replace(c, azimuth_deg=azimuth), ss=4).rgb)
+            .permute(2, 0, 1)
+            .float()
+            for o in objects
+            for c in cams
+        ]
+        return torch.stack(one + one)
+
+    right, copied = turn_scores(views(), objects, cams, cond, 0.1), turn_scores(views(35.0), objects, cams, cond, 0.1)
+    assert right["turned"] == 1.0 and right["unturned"] < 0.95
+    assert copied["unturned"] == 1.0 and copied["turned"] == pytest.approx(right["unturned"])
 
 
 @pytest.mark.parametrize("action", ["train", "eval"])
@@ -129,3 +153,22 @@ def test_bundled_view_prior_loads_and_keeps_the_colour():
     pixels = sample[0].permute(1, 2, 0).reshape(-1, 3)
     fg = pixels[pixels.min(-1).values < 0.7].mean(0)  # not the white background
     assert fg[2] > fg[0] + 0.2 and fg[2] > fg[1] + 0.2
+
+
+def test_balancing_stage_trains_after_the_first_and_weights_pairs_by_shape(tiny_model, tmp_path):
+    balance = BalanceStage(steps=2, shape_weights={"sphere": 4.0})
+    cfg = ViewPriorTrainConfig(**{**TINY, "objects": 7, "steps": 2, "balance": balance}, vae_from=str(tiny_model))
+    record = train_view_prior(cfg, tmp_path / "p", progress=False)
+    assert record["stages"]["view"]["steps"] == 2 and record["stages"]["balance"]["steps"] == 2
+    assert (tmp_path / "p" / "train" / "checkpoints" / "balance.pt").is_file()
+    # objects 0-5 are the six cubes, object 6 the first sphere: 4x as likely as each cube
+    weights = pair_weights(7, cfg.balance.shape_weights)
+    assert weights.tolist() == [1.0] * 6 + [4.0]
+    draws = torch.multinomial(weights, 20000, replacement=True, generator=torch.Generator().manual_seed(0))
+    assert abs(float((draws == 6).float().mean()) - 0.4) < 0.02
+
+
+def test_balancing_stage_rejects_unknown_shapes(tmp_path, capsys):
+    code = main(["prior", "train", "--kind", "view", "-o", str(tmp_path / "p"), "balance.shape_weights.cubes=3"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "shape_weights" in err and "cube" in err

@@ -13,8 +13,9 @@
    If no ray is more than half opaque the field is empty and a ``UserError`` says so.
 3. ``mcubes.marching_cubes`` at that level; vertices mapped back to world coordinates; faces
    oriented outwards (positive signed volume). With ``fill_cavities``, grid points below the level
-   that the solid encloses (no 6-connected path of them reaches the box's faces, once pinholes of
-   up to ~4 grid cells are closed: a morphological closing, 2 iterations) count as solid first: a field that fits a thin dense shell to sharp silhouettes (image to 3D's reference view)
+   that the solid encloses (no 6-connected path of them reaches the box's faces, once holes in it
+   are sealed by a morphological closing with a 3x3x3 cube, :data:`SEAL_ITERATIONS` = 3 times)
+   count as solid first: a field that fits a thin dense shell to sharp silhouettes (image to 3D's reference view)
    renders as a solid object, but its iso surface would be a hollow shell; enclosed cavities are
    invisible in every render, so filling them changes no view.
 4. Floaters: connected components with fewer than ``keep_fraction`` of the largest component's
@@ -39,6 +40,11 @@ import torch
 import trimesh
 
 from ..errors import UserError
+
+# fill_cavities: a closing with a 3x3x3 cube this many times (a cube of this radius in grid cells) seals
+# a shell's holes first; a 2-iteration closing with the 6-neighbour cross left three image-to-3D spheres
+# hollow (docs/img2mesh.md)
+SEAL_ITERATIONS = 3
 
 
 def grid_vertices(bound: float, resolution: int, device=None) -> torch.Tensor:
@@ -116,8 +122,9 @@ def extract_mesh(
     if fill_cavities:
         from scipy.ndimage import binary_closing, binary_fill_holes  # noqa: PLC0415 - deferred: only this option needs it
 
-        sealed = binary_closing(vol > level, iterations=2)  # pinholes of a shell (up to ~4 grid cells) closed
-        cavity = binary_fill_holes(sealed) & ~sealed
+        solid = vol > level
+        sealed = binary_closing(solid, structure=np.ones((3, 3, 3), bool), iterations=SEAL_ITERATIONS)
+        cavity = binary_fill_holes(sealed) & ~solid  # what the sealed shell encloses, and the seals
         vol = np.where(cavity, 2.0 * level + 1.0, vol)
         filled = int(cavity.sum())
     verts, faces = mcubes.marching_cubes(vol, level)

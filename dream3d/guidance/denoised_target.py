@@ -57,6 +57,42 @@ def match_silhouette_size(images: torch.Tensor, reference: torch.Tensor, thresho
     return F.grid_sample(images - bg, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + bg
 
 
+def check_denoise_steps(steps: int, step_size: float | None) -> None:
+    """Check ``guidance.denoise_steps`` and ``guidance.denoise_step_size`` (one clear error each)."""
+    if steps < 1:
+        raise UserError(f"guidance.denoise_steps {steps} must be >= 1")
+    if step_size is not None and not 0 < step_size <= 1:
+        raise UserError(
+            f"guidance.denoise_step_size {step_size} must be in (0, 1] (a fraction of the training timesteps) or null"
+        )
+
+
+def denoise_step_count(t: torch.Tensor, num_train_timesteps: int, steps: int, step_size: float | None) -> int:
+    """DDIM steps for timesteps ``t``: ``steps``, or with ``step_size`` only as many as keep each
+    step at most that long (``ceil(max t / step_size)``, at least 1)."""
+    if not step_size:
+        return steps
+    longest = float(t.max()) / num_train_timesteps
+    return max(1, min(steps, math.ceil(longest / step_size - 1e-6)))
+
+
+@torch.no_grad()
+def ddim_to_clean(core, z: torch.Tensor, t: torch.Tensor, steps: int, predict_eps) -> torch.Tensor:
+    """DDIM (eta 0) from latents ``z`` noised to each one's own timestep ``t`` down to 0 in ``steps``
+    equal steps (each image its share of its ``t``); ``predict_eps(z, t)`` is the guided noise
+    estimate. Returns the clean latents."""
+    fracs = torch.linspace(1.0, 0.0, steps + 1, device=z.device)
+    for i in range(steps):
+        t_now = (t.float() * fracs[i]).round().long()
+        t_next = (t.float() * fracs[i + 1]).round().long()
+        eps = predict_eps(z, t_now)
+        x0 = core.predict_x0(z, eps, t_now)
+        a_next = core.alphas_cumprod[t_next].reshape(-1, 1, 1, 1).to(z.dtype)
+        a_next = torch.where((t_next > 0).reshape(-1, 1, 1, 1), a_next, torch.ones_like(a_next))
+        z = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+    return z
+
+
 @dataclass(frozen=True)
 class TargetConfig(GuidanceConfigBase):
     kind: Literal["target"] = "target"
@@ -68,8 +104,7 @@ class TargetConfig(GuidanceConfigBase):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.denoise_steps < 1:
-            raise UserError(f"guidance.denoise_steps {self.denoise_steps} must be >= 1")
+        check_denoise_steps(self.denoise_steps, self.denoise_step_size)
         if not 0 <= self.target_guidance_rescale <= 1:
             raise UserError(
                 f"guidance.target_guidance_rescale {self.target_guidance_rescale} must be in [0, 1] (0: off; 0.7: Lin et al.)"
@@ -77,11 +112,6 @@ class TargetConfig(GuidanceConfigBase):
         if self.match_size_above is not None and not 0 <= self.match_size_above <= 1:
             raise UserError(
                 f"guidance.match_size_above {self.match_size_above} must be in [0, 1] (a fraction of "
-                f"the training timesteps) or null"
-            )
-        if self.denoise_step_size is not None and not 0 < self.denoise_step_size <= 1:
-            raise UserError(
-                f"guidance.denoise_step_size {self.denoise_step_size} must be in (0, 1] (a fraction of "
                 f"the training timesteps) or null"
             )
 
@@ -106,11 +136,7 @@ class DenoisedTargetGuidance(Guidance):
 
     def denoise_step_count(self, t: torch.Tensor) -> int:
         """DDIM steps for timesteps ``t``: ``denoise_steps``, or fewer with ``denoise_step_size``."""
-        cfg = self.cfg
-        if not cfg.denoise_step_size:
-            return cfg.denoise_steps
-        longest = float(t.max()) / self.core.num_train_timesteps
-        return max(1, min(cfg.denoise_steps, math.ceil(longest / cfg.denoise_step_size - 1e-6)))
+        return denoise_step_count(t, self.core.num_train_timesteps, self.cfg.denoise_steps, self.cfg.denoise_step_size)
 
     @torch.no_grad()
     def denoised_target(self, x, t, cond, uncond, generator, camera=None) -> torch.Tensor:
@@ -120,17 +146,12 @@ class DenoisedTargetGuidance(Guidance):
         latents = core.encode_images(x)
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         z = core.add_noise(latents, noise, t)
-        # DDIM (eta 0) from each image's own t down to 0 in n equal steps (its share of t each).
-        n = self.denoise_step_count(t)
-        fracs = torch.linspace(1.0, 0.0, n + 1, device=z.device)
-        for i in range(n):
-            t_now = (t.float() * fracs[i]).round().long()
-            t_next = (t.float() * fracs[i + 1]).round().long()
-            eps = core.predict_noise(
-                z, t_now, cond, uncond, self.cfg.target_guidance_scale, camera, self.cfg.target_guidance_rescale
+        cfg = self.cfg
+
+        def predict_eps(z, t_now):
+            return core.predict_noise(
+                z, t_now, cond, uncond, cfg.target_guidance_scale, camera, cfg.target_guidance_rescale
             )
-            x0 = core.predict_x0(z, eps, t_now)
-            a_next = core.alphas_cumprod[t_next].reshape(-1, 1, 1, 1).to(z.dtype)
-            a_next = torch.where((t_next > 0).reshape(-1, 1, 1, 1), a_next, torch.ones_like(a_next))
-            z = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+
+        z = ddim_to_clean(core, z, t, self.denoise_step_count(t), predict_eps)
         return core.decode_latents(z).float()

@@ -19,6 +19,12 @@ from cameras ``c``:
    threestudio's zero123 config), and apply ``g = w(t) (eps_hat - eps)`` on the latents as the loss
    term ``sds`` (:func:`~.sds.latent_gradient`, :func:`~.sds.gradient_loss`).
 
+With ``loss: target`` step 3 is instead the denoised target of :mod:`.denoised_target` (as
+DreamGaussian refines with Zero-1-to-3): ``x`` (no gradient) is encoded, noised to ``t``, denoised
+by DDIM with the same CFG in ``denoise_steps`` steps (:func:`~.denoised_target.ddim_to_clean`) and
+decoded, and the loss term ``target`` is the mean squared error between ``x`` and that image (a
+mean over pixels, so the reference view's weights are on its scale, not SDS's).
+
 Every draw (t, noise) comes from the run's generator, in the order of :meth:`~.base.Guidance.noised_latents`.
 """
 
@@ -28,11 +34,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 from ..cameras import Camera, Cameras
 from ..diffusion.zero123 import encode_relative_camera, project_camera
 from ..errors import UserError
 from .base import Guidance, GuidanceOutput
+from .denoised_target import check_denoise_steps, ddim_to_clean, denoise_step_count
 from .sds import SDSConfig, gradient_loss, latent_gradient
 
 
@@ -43,6 +51,13 @@ class Zero123Config(SDSConfig):
     kind: Literal["zero123"] = "zero123"
     guidance_scale: float = 3.0  # diffusers' convention; threestudio's zero123 config uses 3.0
     variant: Literal["auto", "zero123", "stable-zero123"] = "auto"  # the camera encoding; auto: the model's
+    loss: Literal["sds", "target"] = "sds"  # target: MSE to the prior's DDIM denoising of the render (docstring)
+    denoise_steps: int = 8  # loss target: DDIM steps from t to 0 (at most, with denoise_step_size)
+    denoise_step_size: float | None = None  # loss target: longest DDIM step (fraction of T)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_denoise_steps(self.denoise_steps, self.denoise_step_size)
 
 
 class Zero123Guidance(Guidance):
@@ -98,6 +113,8 @@ class Zero123Guidance(Guidance):
     def forward(self, images: torch.Tensor, cameras: Cameras, step: int, generator: torch.Generator) -> GuidanceOutput:
         core, cfg = self.core, self.cfg
         cond = self.conditioning(cameras)
+        if cfg.loss == "target":
+            return self.target_loss(images, cond, step, generator)
         latents, t, noise, noisy = self.noised_latents(images, step, generator)
         with torch.no_grad():
             eps = core.predict_noise(noisy, t, cond, cfg.guidance_scale, cfg.guidance_rescale)
@@ -105,3 +122,21 @@ class Zero123Guidance(Guidance):
         return GuidanceOutput(
             {"sds": gradient_loss(latents, grad)}, {"t": t.float().mean().item(), "grad_norm": grad.norm().item()}
         )
+
+    def target_loss(self, images: torch.Tensor, cond, step: int, generator: torch.Generator) -> GuidanceOutput:
+        """``loss: target``: the renders against their DDIM denoising from ``t`` (module docstring)."""
+        core, cfg = self.core, self.cfg
+        t = self.sample_timesteps(images.shape[0], step, generator)
+        x = self.resize(images)
+        with torch.no_grad():
+            latents = core.encode_images(x)
+            noise = torch.randn(latents.shape, generator=generator).to(latents)
+            steps = denoise_step_count(t, core.num_train_timesteps, cfg.denoise_steps, cfg.denoise_step_size)
+
+            def predict_eps(z, t_now):
+                return core.predict_noise(z, t_now, cond, cfg.guidance_scale, cfg.guidance_rescale)
+
+            z = ddim_to_clean(core, core.add_noise(latents, noise, t), t, steps, predict_eps)
+            target = core.decode_latents(z).float()
+        loss = F.mse_loss(x, target.to(x.dtype))
+        return GuidanceOutput({"target": loss}, {"t": t.float().mean().item()})

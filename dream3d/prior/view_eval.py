@@ -16,12 +16,20 @@ that camera (32 px, the renders the prior was trained on):
 Targets: mean silhouette IoU >= 0.7, shape >= 90%, colour >= 95%. ``baseline`` holds the same
 measures for the conditioning image itself taken as the answer (what a model that ignores the camera
 would score).
+
+**The turn check** (``turn`` in ``eval.json``): four of the five shapes look the same from every
+azimuth, so the means above barely see whether a model turns the object by the relative azimuth.
+The cube does: each cube, conditioned at the same camera, is sampled ``turn_samples`` times at the
+conditioning elevation and relative azimuths 45, 135, 225 and 315 degrees (where a cube's turn shows
+most), and each sample's silhouette is compared with the truth there (``turned``) and with the truth
+at the conditioning camera (``unturned``: what a model that ignores the azimuth draws). A model that
+uses the azimuth scores ``turned`` above ``unturned``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -53,6 +61,7 @@ class ViewEvalConfig:
     device: str | None = None
     classifier: str | None = None  # None: the bundled classifier
     threads: int = 0  # 0: torch's default (on a CPU shared with other work, 1 is often faster)
+    turn_samples: int = 4  # samples per cube and relative azimuth in the turn check (0: no turn check)
 
     def __post_init__(self):
         if not 1 <= self.objects <= 30:
@@ -72,6 +81,61 @@ def measures(pred: torch.Tensor, truth: torch.Tensor, tolerance: float) -> dict[
     a, b = silhouette(pred, tolerance), silhouette(truth, tolerance)
     union = (a | b).sum(dim=(1, 2)).clamp_min(1)
     return {"psnr": 10 * torch.log10(1.0 / mse), "silhouette_iou": (a & b).sum(dim=(1, 2)) / union}
+
+
+TURN_AZIMUTHS = (45.0, 135.0, 225.0, 315.0)  # relative azimuths of the turn check (degrees)
+
+
+def sample_views(core, images: torch.Tensor, cond_cam, cams, cfg: ViewEvalConfig, seed: int, progress=False):
+    """Samples of conditioning ``images`` seen from ``cond_cam`` at ``cams`` (the images in rows of
+    ``len(cams)``, one per camera in order), with the eval's sampler, steps and CFG, seeded."""
+    n = len(cams)
+    camera = core.relative_camera(
+        (cond_cam.elevation_deg, cond_cam.azimuth_deg, VIEW_DISTANCE),
+        ([c.elevation_deg for c in cams], [c.azimuth_deg for c in cams], [VIEW_DISTANCE] * n),
+    ).repeat(len(images) // n, 1)
+    return core.sample(
+        images,
+        camera,
+        num_steps=cfg.steps,
+        guidance_scale=cfg.guidance,
+        scheduler=cfg.scheduler,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        progress=progress,
+    )
+
+
+def turn_scores(samples: torch.Tensor, objects, target_cams, cond_cam, tolerance: float) -> dict:
+    """Mean silhouette IoU of ``samples`` (one per (object, target camera), object-major; any
+    number of repeats of that order) with the truth at the target cameras (``turned``) and at
+    ``cond_cam`` (``unturned``)."""
+
+    def truth(obj, cam):
+        return torch.from_numpy(render(obj, cam, ss=4).rgb).permute(2, 0, 1).float()
+
+    turned = torch.stack([truth(o, c) for o in objects for c in target_cams])
+    unturned = torch.stack([truth(o, cond_cam) for o in objects for c in target_cams])
+    reps = len(samples) // len(turned)
+    pred = silhouette(samples, tolerance)
+
+    def iou(b: torch.Tensor) -> float:
+        b = silhouette(b, tolerance).repeat(reps, 1, 1)
+        return float(((pred & b).sum(dim=(1, 2)) / (pred | b).sum(dim=(1, 2)).clamp_min(1)).mean())
+
+    return {"turned": iou(turned), "unturned": iou(unturned)}
+
+
+def turn_check(core, objects, conditions: list[torch.Tensor], cond_cam, cfg) -> dict | None:
+    """The turn check (module docstring) on the cubes among ``objects`` (``conditions``: their
+    framed conditioning images), or ``None`` without a cube."""
+    cubes = [k for k, o in enumerate(objects) if o.shape == "cube"]
+    if not cubes or cfg.turn_samples < 1:
+        return None
+    cams = [replace(cond_cam, azimuth_deg=cond_cam.azimuth_deg + a) for a in TURN_AZIMUTHS]
+    images = torch.stack([conditions[k] for k in cubes]).repeat_interleave(len(cams), dim=0)
+    samples = sample_views(core, images.repeat(cfg.turn_samples, 1, 1, 1), cond_cam, cams, cfg, cfg.seed + 1)
+    scores = turn_scores(samples.float().cpu(), [objects[k] for k in cubes], cams, cond_cam, cfg.white_tolerance)
+    return {"samples": len(samples), "relative_azimuths": list(TURN_AZIMUTHS), **scores}
 
 
 def evaluate_view_prior(cfg: ViewEvalConfig, out: str | Path, progress: bool = True) -> dict:
@@ -96,20 +160,8 @@ def evaluate_view_prior(cfg: ViewEvalConfig, out: str | Path, progress: bool = T
     n = cfg.targets
     cond_images = torch.stack(conditions).repeat_interleave(n, dim=0)
     truth = torch.stack(truths).float()
-    camera = core.relative_camera(
-        (cond_cam.elevation_deg, cond_cam.azimuth_deg, VIEW_DISTANCE),
-        ([c.elevation_deg for c in target_cams], [c.azimuth_deg for c in target_cams], [VIEW_DISTANCE] * n),
-    ).repeat(len(objects), 1)
     t0 = time.perf_counter()
-    samples = core.sample(
-        cond_images,
-        camera,
-        num_steps=cfg.steps,
-        guidance_scale=cfg.guidance,
-        scheduler=cfg.scheduler,
-        generator=torch.Generator("cpu").manual_seed(cfg.seed),
-        progress=progress,
-    )
+    samples = sample_views(core, cond_images, cond_cam, target_cams, cfg, cfg.seed, progress)
     sample_s = time.perf_counter() - t0
     samples = samples.float().cpu()
 
@@ -165,6 +217,7 @@ def evaluate_view_prior(cfg: ViewEvalConfig, out: str | Path, progress: bool = T
         "by_shape": by_shape(per_sample),
         "baseline_by_target_camera": by_camera(per_baseline),
         "baseline_by_shape": by_shape(per_baseline),
+        "turn": turn_check(core, objects, conditions, cond_cam, cfg),
         "classifier": str(path),
         "grid": "samples.png (rows: objects; columns: the conditioning image, then per target camera: sample, truth)",
     }
@@ -182,4 +235,10 @@ def format_view_table(record: dict) -> str:
             lines.append(f"| {name} | {s[key]:.3f} | {b[key]:.3f} | >= {target:.2f} |")
         else:
             lines.append(f"| {name} | {s[key] * 100:.1f}% | {b[key] * 100:.1f}% | >= {target * 100:.0f}% |")
+    turn = record.get("turn")
+    if turn:
+        lines.append(
+            f"turn check ({turn['samples']} cube samples at relative azimuths 45-315): silhouette IoU with the "
+            f"turned view {turn['turned']:.3f}, with the unturned view {turn['unturned']:.3f} (using the azimuth: turned higher)"
+        )
     return "\n".join(lines)
