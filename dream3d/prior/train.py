@@ -158,12 +158,7 @@ def train_prior(cfg: PriorTrainConfig, out: str | Path, resume: bool = False, pr
             cameras=lambda: camera_features(data.elevation, data.azimuth, data.distance, data.fov),
         )
     )
-    run = StagedRun(stages, work / "checkpoints", resume=resume, progress=progress)
-    if not resume:
-        run.check_start(out)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    save_config(cfg, work / "config.yaml")
+    run = start_staged_run(stages, work, out, cfg, resume, progress)
     record_path = work / "train.json"
     record: dict = {"config": to_dict(cfg), "stages": {}}
     if resume and record_path.is_file():
@@ -262,6 +257,19 @@ def vae_stage(vae, images, cfg: PriorTrainConfig) -> Stage:
         desc="stage 1/2 VAE",
         checkpoint_every=cfg.checkpoint_every,
     )
+
+
+def start_staged_run(stages: list[Stage], work: Path, out: Path, cfg: UNetRecipe, resume: bool, progress: bool):
+    """A prior's :class:`StagedRun` checkpointing to ``work/checkpoints``: a fresh run may not start
+    over earlier checkpoints in ``out``; torch's thread count set (``cfg.threads``); the config
+    saved to ``work/config.yaml``."""
+    run = StagedRun(stages, work / "checkpoints", resume=resume, progress=progress)
+    if not resume:
+        run.check_start(out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    save_config(cfg, work / "config.yaml")
+    return run
 
 
 class EMATraining(TrainingTask):

@@ -37,7 +37,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from ..cameras import CameraRanges
-from ..config import save_config, to_dict
+from ..config import to_dict
 from ..diffusion.devices import resolve_device
 from ..diffusion.loading import resolve_model
 from ..diffusion.zero123 import (
@@ -51,8 +51,8 @@ from ..diffusion.zero123 import (
 from ..errors import UserError
 from ..io import ensure_writable_dir, write_json
 from ..shapes.objects import SHAPES, all_objects
-from ..trainer import Stage, StagedRun, StepOutput
-from .train import EMATraining, UNetRecipe
+from ..trainer import Stage, StepOutput
+from .train import EMATraining, UNetRecipe, start_staged_run
 from .view_data import HELD_OUT_CAMERAS, HELD_OUT_RADIUS, VIEW_DISTANCE, VIEW_FOV, ViewSet, ViewSetSpec, cached_view_set
 
 
@@ -145,34 +145,23 @@ def train_view_prior(cfg: ViewPriorTrainConfig, out: str | Path, resume: bool = 
     work = ensure_writable_dir(out / "train")
     parts: dict = {}
     data: list[ViewSet] = []
-    stage = Stage(
-        "view",
-        cfg.steps,
-        cfg.seed + 2,
-        build=lambda: ViewTraining(parts, data[0], cfg, device),
-        finish=lambda task, trainer: task.finish(trainer),
-        desc="view prior",
-        checkpoint_every=cfg.checkpoint_every,
-    )
-    stages = [stage]
-    if cfg.balance.steps:
-        stages.append(
-            Stage(
-                "balance",
-                cfg.balance.steps,
-                cfg.seed + 3,
-                build=lambda: ViewTraining(parts, data[0], cfg, device, balance=cfg.balance),
-                finish=lambda task, trainer: task.finish(trainer),
-                desc="view prior (balance)",
-                checkpoint_every=cfg.checkpoint_every,
-            )
+    encoded: dict[str, torch.Tensor] = {}  # the views' latents, encoded once for both stages
+
+    def view_stage(name: str, steps: int, seed: int, balance: BalanceStage | None = None) -> Stage:
+        def build() -> ViewTraining:
+            if not encoded:
+                encoded.update(encode_views(parts["vae"], data[0], device))
+            return ViewTraining(parts, data[0], encoded, cfg, device, balance)
+
+        desc = "view prior" + (" (balance)" if balance else "")
+        return Stage(
+            name, steps, seed, build=build, finish=ViewTraining.finish, desc=desc, checkpoint_every=cfg.checkpoint_every
         )
-    run = StagedRun(stages, work / "checkpoints", resume=resume, progress=progress)
-    if not resume:
-        run.check_start(out)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    save_config(cfg, work / "config.yaml")
+
+    stages = [view_stage("view", cfg.steps, cfg.seed + 2)]
+    if cfg.balance.steps:
+        stages.append(view_stage("balance", cfg.balance.steps, cfg.seed + 3, cfg.balance))
+    run = start_staged_run(stages, work, out, cfg, resume, progress)
     record: dict = {"config": to_dict(cfg), "seed": cfg.seed, "held_out": held_out_record()}
 
     start = time.perf_counter()
@@ -212,6 +201,29 @@ def pair_weights(objects: int, shape_weights: dict[str, float]) -> torch.Tensor:
     return torch.tensor([float(shape_weights.get(o.shape, 1.0)) for o in all_objects()[:objects]], dtype=torch.float64)
 
 
+@torch.no_grad()
+def encode_views(vae, views: ViewSet, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The views' latents for training, each ``[unflipped, flipped] x views``: the targets'
+    posterior mean and std (scaled), the conditioning images' posterior mode (unscaled), and the
+    conditioning images themselves (unflipped)."""
+    targets, conditions = ViewSet.as_float(views.targets), ViewSet.as_float(views.conditions)
+    posts = [
+        [vae.encode(c * 2 - 1).latent_dist for c in (targets.flip(-1) if f else targets).split(256)]
+        for f in (False, True)
+    ]
+    scale = vae.config.scaling_factor
+    cond_latents = [
+        torch.cat([vae.encode(c * 2 - 1).latent_dist.mode() for c in imgs.split(256)])
+        for imgs in (conditions, conditions.flip(-1))
+    ]
+    return {
+        "lat_mean": torch.stack([torch.cat([p.mean for p in ps]) * scale for ps in posts]).to(device),
+        "lat_std": torch.stack([torch.cat([p.std for p in ps]) * scale for ps in posts]).to(device),
+        "cond_latents": torch.stack(cond_latents).to(device),
+        "conditions": conditions.to(device),
+    }
+
+
 class ViewTraining(EMATraining):
     """The one stage: image encoder + cc_projection + UNet on pairs of views (module docstring).
     Random draws come from a CPU generator on every device, then move to ``device``."""
@@ -223,29 +235,14 @@ class ViewTraining(EMATraining):
         self,
         parts: dict,
         views: ViewSet,
+        encoded: dict[str, torch.Tensor],
         cfg: ViewPriorTrainConfig,
         device: torch.device | str = "cpu",
         balance: BalanceStage | None = None,
     ):
         self.parts, self.cfg, self.device = parts, cfg, torch.device(device)
-        vae = parts["vae"]
-        targets, conditions = ViewSet.as_float(views.targets), ViewSet.as_float(views.conditions)
-        with torch.no_grad():
-            # [unflipped, flipped] x views: targets' posterior (scaled), conditions' mode (unscaled)
-            posts = [
-                [vae.encode(c * 2 - 1).latent_dist for c in (targets.flip(-1) if f else targets).split(256)]
-                for f in (False, True)
-            ]
-            scale = vae.config.scaling_factor
-            self.lat_mean = torch.stack([torch.cat([p.mean for p in ps]) * scale for ps in posts]).to(self.device)
-            self.lat_std = torch.stack([torch.cat([p.std for p in ps]) * scale for ps in posts]).to(self.device)
-            self.cond_latents = torch.stack(
-                [
-                    torch.cat([vae.encode(c * 2 - 1).latent_dist.mode() for c in imgs.split(256)])
-                    for imgs in (conditions, conditions.flip(-1))
-                ]
-            ).to(self.device)
-        self.conditions = conditions.to(self.device)
+        self.lat_mean, self.lat_std = encoded["lat_mean"], encoded["lat_std"]
+        self.cond_latents, self.conditions = encoded["cond_latents"], encoded["conditions"]
         order = np.argsort(views.object_index, kind="stable")
         self.by_object = torch.from_numpy(order.reshape(int(views.object_index.max()) + 1, -1))  # (objects, V)
         self.elevation = torch.from_numpy(views.elevation).double()
