@@ -139,7 +139,7 @@ def run_txt2mesh(
     check_txt2mesh_config(cfg, start_from)
     out = ensure_writable_dir(out)
     device = resolve_device(cfg.device)
-    coarse = None if start_from is None else _finished_coarse_stage(start_from, cfg, device)
+    coarse = None if start_from is None else load_finished_run(start_from, device, cfg.prompt)
     stages = []
     if coarse is None:
         stages.append(
@@ -228,21 +228,23 @@ def check_txt2mesh_config(cfg: Txt2MeshConfig, start_from: str | Path | None = N
         raise UserError("--from starts a fine stage, but this config has none; use configs/shapes-magic3d.yaml")
 
 
-def _finished_coarse_stage(folder: str | Path, cfg: Txt2MeshConfig, device) -> DreamFusion:
-    """The coarse system of the earlier run in ``folder``, loaded from its finished checkpoint."""
+def load_finished_run(folder: str | Path, device="cpu", prompt: str | None = None) -> DreamFusion:
+    """The coarse system of a finished txt2mesh run in ``folder`` (its ``config.yaml`` and
+    ``checkpoints/coarse.pt``), on its own model; ``prompt``: the prompt the run must have."""
     folder = Path(folder)
     checkpoint, config = folder / "checkpoints" / "coarse.pt", folder / "config.yaml"
     if not checkpoint.is_file() or not config.is_file():
         raise UserError(f"'{folder}' holds no txt2mesh run (config.yaml, checkpoints/coarse.pt); pass a run folder")
     earlier = load_config(Txt2MeshConfig, config)
-    if earlier.prompt != cfg.prompt:
-        raise UserError(f"the run in '{folder}' is for {earlier.prompt!r}, not {cfg.prompt!r}; use its prompt")
+    if prompt is not None and earlier.prompt != prompt:
+        raise UserError(f"the run in '{folder}' is for {earlier.prompt!r}, not {prompt!r}; use its prompt")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     if state.get("step") != earlier.steps:
         raise UserError(
             f"the coarse stage in '{folder}' stopped at step {state.get('step')} of {earlier.steps}; "
             f"finish it first with dream3d txt2mesh ... -o {folder} --resume"
         )
+    device = torch.device(device)
     core = LatentDiffusion.from_pretrained(earlier.model, device=device, dtype=earlier.dtype)
     system = DreamFusion(earlier, earlier.prompt, core, device, earlier.seed)
     system.load_state_dict(state["task"])

@@ -1,7 +1,9 @@
 """Variational score distillation (dream3d/guidance/vsd.py) on tiny random priors: the LoRA's state,
 the pretrained pass untouched by the particle, gradients, a step of the scene, resume."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ from dream3d.diffusion.core import LatentDiffusion
 from dream3d.errors import UserError
 from dream3d.guidance import VSDConfig, VSDGuidance
 from dream3d.systems.dreamfusion import DreamFusion
-from dream3d.text_to_3d import load_txt2mesh_config, run_txt2mesh
+from dream3d.text_to_3d import load_finished_run, load_txt2mesh_config, run_txt2mesh
 from dream3d.trainer import Trainer
 
 FAST = BASE_FAST + ["guidance.kind=vsd", "regularizers.opacity_entropy=0.01"]
@@ -224,3 +226,25 @@ def test_the_fine_mesh_stage_runs_vsd_with_a_fresh_lora(tiny_model, tmp_path):
     lora = [k for k in fine["task"] if k.startswith("guidance.lora.")]
     assert lora and set(lora) <= set(coarse["task"]) and set(fine["optimizers"]) == {"scene", "guidance"}
     assert any(not torch.equal(coarse["task"][k], fine["task"][k]) for k in lora)
+
+
+def _vsd_particle_script():
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "vsd_particle.py"
+    spec = importlib.util.spec_from_file_location("vsd_particle", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_particle_diagnostic_sees_a_fresh_particle_as_the_prior_and_a_trained_one_apart(tiny_model, tmp_path):
+    """benchmarks/vsd_particle.py: before any step the particle is the conditional prior (VSD's rest of
+    the gradient is exactly 0, its noise error SDS's); after a finished run it has moved."""
+    script = _vsd_particle_script()
+    cfg = load_txt2mesh_config("a red cube", model=str(tiny_model), overrides=[*FAST, "steps=3"])
+    fresh = DreamFusion(cfg, cfg.prompt, core_of(tiny_model), torch.device("cpu"), cfg.seed)
+    parts = script.particle_parts(fresh, 2, 1, (0.3,), torch.Generator().manual_seed(0))[0.3]
+    assert parts["vsd_rest"] == 0.0 and parts["particle_err"] == parts["sds_rest"] > 0 and parts["cfg"] > 0
+    run_txt2mesh(cfg, tmp_path / "run", progress=False)
+    trained = load_finished_run(tmp_path / "run")
+    parts = script.particle_parts(trained, 2, 1, (0.3,), torch.Generator().manual_seed(0))[0.3]
+    assert parts["vsd_rest"] > 0 and parts["particle_err"] != parts["sds_rest"]
