@@ -93,6 +93,16 @@ def ddim_to_clean(core, z: torch.Tensor, t: torch.Tensor, steps: int, predict_ep
     return z
 
 
+@torch.no_grad()
+def denoise_images(core, x: torch.Tensor, t: torch.Tensor, steps: int, predict_eps, generator) -> torch.Tensor:
+    """Images ``x`` in [0, 1] encoded, noised to ``t`` (noise drawn from ``generator``) and denoised
+    by :func:`ddim_to_clean` in ``steps`` steps: the decoded images, float32 in [0, 1]."""
+    latents = core.encode_images(x)
+    noise = torch.randn(latents.shape, generator=generator).to(latents)
+    z = ddim_to_clean(core, core.add_noise(latents, noise, t), t, steps, predict_eps)
+    return core.decode_latents(z).float()
+
+
 @dataclass(frozen=True)
 class TargetConfig(GuidanceConfigBase):
     kind: Literal["target"] = "target"
@@ -142,16 +152,11 @@ class DenoisedTargetGuidance(Guidance):
     def denoised_target(self, x, t, cond, uncond, generator, camera=None) -> torch.Tensor:
         """The multi-step DDIM denoising of ``x`` noised to ``t``: images in [0, 1] (``camera``: the
         features of a camera-conditioned prior)."""
-        core = self.core
-        latents = core.encode_images(x)
-        noise = torch.randn(latents.shape, generator=generator).to(latents)
-        z = core.add_noise(latents, noise, t)
-        cfg = self.cfg
+        core, cfg = self.core, self.cfg
 
         def predict_eps(z, t_now):
             return core.predict_noise(
                 z, t_now, cond, uncond, cfg.target_guidance_scale, camera, cfg.target_guidance_rescale
             )
 
-        z = ddim_to_clean(core, z, t, self.denoise_step_count(t), predict_eps)
-        return core.decode_latents(z).float()
+        return denoise_images(core, x, t, self.denoise_step_count(t), predict_eps, generator)

@@ -21,7 +21,7 @@ from cameras ``c``:
 
 With ``loss: target`` step 3 is instead the denoised target of :mod:`.denoised_target` (as
 DreamGaussian refines with Zero-1-to-3): ``x`` (no gradient) is encoded, noised to ``t``, denoised
-by DDIM with the same CFG in ``denoise_steps`` steps (:func:`~.denoised_target.ddim_to_clean`) and
+by DDIM with the same CFG in ``denoise_steps`` steps (:func:`~.denoised_target.denoise_images`) and
 decoded, and the loss term ``target`` is the mean squared error between ``x`` and that image (a
 mean over pixels, so the reference view's weights are on its scale, not SDS's).
 
@@ -40,7 +40,7 @@ from ..cameras import Camera, Cameras
 from ..diffusion.zero123 import encode_relative_camera, project_camera
 from ..errors import UserError
 from .base import Guidance, GuidanceOutput
-from .denoised_target import check_denoise_steps, ddim_to_clean, denoise_step_count
+from .denoised_target import check_denoise_steps, denoise_images, denoise_step_count
 from .sds import SDSConfig, gradient_loss, latent_gradient
 
 
@@ -128,15 +128,11 @@ class Zero123Guidance(Guidance):
         core, cfg = self.core, self.cfg
         t = self.sample_timesteps(images.shape[0], step, generator)
         x = self.resize(images)
-        with torch.no_grad():
-            latents = core.encode_images(x)
-            noise = torch.randn(latents.shape, generator=generator).to(latents)
-            steps = denoise_step_count(t, core.num_train_timesteps, cfg.denoise_steps, cfg.denoise_step_size)
+        steps = denoise_step_count(t, core.num_train_timesteps, cfg.denoise_steps, cfg.denoise_step_size)
 
-            def predict_eps(z, t_now):
-                return core.predict_noise(z, t_now, cond, cfg.guidance_scale, cfg.guidance_rescale)
+        def predict_eps(z, t_now):
+            return core.predict_noise(z, t_now, cond, cfg.guidance_scale, cfg.guidance_rescale)
 
-            z = ddim_to_clean(core, core.add_noise(latents, noise, t), t, steps, predict_eps)
-            target = core.decode_latents(z).float()
+        target = denoise_images(core, x, t, steps, predict_eps, generator)
         loss = F.mse_loss(x, target.to(x.dtype))
         return GuidanceOutput({"target": loss}, {"t": t.float().mean().item()})

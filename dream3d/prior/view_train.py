@@ -253,6 +253,7 @@ class ViewTraining(EMATraining):
         self.cc_projection = parts["cc_projection"].to(self.device)
         self.trained = {"unet": self.unet, "image_encoder": self.image_encoder, "cc_projection": self.cc_projection}
         self.object_weights = pair_weights(len(self.by_object), balance.shape_weights if balance else {})
+        self.uniform = bool((self.object_weights == 1).all())  # uniform draws, as the first stage's
         if balance:
             self.setup(balance.lr, balance.warmup_steps, balance.steps, cfg.ema_decay)
         else:
@@ -273,8 +274,8 @@ class ViewTraining(EMATraining):
     def training_step(self, step: int, generator: torch.Generator) -> StepOutput:
         cfg, device, scheduler = self.cfg, self.device, self.parts["scheduler"]
         n_obj, n_views = self.by_object.shape
-        if bool((self.object_weights == 1).all()):
-            obj = torch.randint(n_obj, (cfg.batch,), generator=generator)  # uniform (the first stage's draws)
+        if self.uniform:
+            obj = torch.randint(n_obj, (cfg.batch,), generator=generator)
         else:
             obj = torch.multinomial(self.object_weights, cfg.batch, replacement=True, generator=generator)
         cond = self.by_object[obj, torch.randint(n_views, (cfg.batch,), generator=generator)]
